@@ -1,0 +1,66 @@
+# Precision-matched libm calls for the fused float type.
+from cython cimport floating
+from libc.math cimport exp, expf, log, logf, log1p, log1pf, expm1, expm1f, tanh, tanhf, sqrt, sqrtf, fabs, fabsf
+
+
+cdef inline floating fexp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating flog(floating x) noexcept nogil:
+    if floating is float:
+        return logf(x)
+    else:
+        return log(x)
+
+
+cdef inline floating flog1p(floating x) noexcept nogil:
+    if floating is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+
+cdef inline floating fexpm1(floating x) noexcept nogil:
+    if floating is float:
+        return expm1f(x)
+    else:
+        return expm1(x)
+
+
+cdef inline floating ftanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline floating fsqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef inline floating fabs_(floating x) noexcept nogil:
+    if floating is float:
+        return fabsf(x)
+    else:
+        return fabs(x)
+
+
+cdef inline floating sigmoid(floating x) noexcept nogil:
+    """1 / (1 + e^-x), evaluated so that neither branch overflows."""
+    cdef floating e
+    if x >= 0:
+        return 1 / (1 + fexp(-x))
+    e = fexp(x)
+    return e / (1 + e)
+
+
+cdef inline floating log1p_exp(floating x) noexcept nogil:
+    """softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^-|x|), stable for any x."""
+    return (x if x > 0 else 0) + flog1p(fexp(-fabs_(x)))

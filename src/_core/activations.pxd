@@ -1,0 +1,92 @@
+# Per-element activation functions f(z) and derivatives f'(z), fused float type.
+# `a` is the activation's parameter: alpha (leaky_relu, elu) or beta (softplus, swish).
+from cython cimport floating
+from ._math cimport fexp, fexpm1, ftanh, sigmoid, log1p_exp
+
+cdef enum:
+    IDENTITY = 0
+    SIGMOID = 1
+    TANH = 2
+    RELU = 3
+    LEAKY_RELU = 4
+    ELU = 5
+    SOFTPLUS = 6
+    SWISH = 7
+    HARD_TANH = 8
+
+
+cdef inline floating act_forward(floating z, int kind, floating a) noexcept nogil:
+    """y = f(z)."""
+    cdef floating s
+    if kind == RELU:
+        return z if z > 0 else 0
+    elif kind == SIGMOID:
+        return sigmoid(z)
+    elif kind == TANH:
+        return ftanh(z)
+    elif kind == LEAKY_RELU:
+        return z if z > 0 else a * z
+    elif kind == ELU:
+        return z if z > 0 else a * fexpm1(z)
+    elif kind == SOFTPLUS:
+        return log1p_exp(a * z) / a
+    elif kind == SWISH:
+        return z * sigmoid(a * z)
+    elif kind == HARD_TANH:
+        return 1 if z > 1 else (-1 if z < -1 else z)
+    return z
+
+
+cdef inline floating act_derivative(floating z, floating y, int kind, floating a) noexcept nogil:
+    """f'(z), given z and y = f(z) (whichever is cheaper and stable)."""
+    cdef floating s
+    if kind == RELU:
+        return 1 if z > 0 else 0
+    elif kind == SIGMOID:
+        return y * (1 - y)
+    elif kind == TANH:
+        return 1 - y * y
+    elif kind == LEAKY_RELU:
+        return 1 if z > 0 else a
+    elif kind == ELU:
+        return 1 if z > 0 else a * fexp(z)
+    elif kind == SOFTPLUS:
+        return sigmoid(a * z)
+    elif kind == SWISH:
+        s = sigmoid(a * z)
+        return s * (1 + a * z * (1 - s))
+    elif kind == HARD_TANH:
+        return 1 if (z > -1 and z < 1) else 0
+    return 1
+
+
+cdef inline void act_forward_n(const floating* z, floating* y, Py_ssize_t n,
+                               int kind, floating a) noexcept nogil:
+    """y[i] = f(z[i]); the common kinds get their own branch-free loops."""
+    cdef Py_ssize_t i
+    if kind == IDENTITY:
+        if y != z:
+            for i in range(n):
+                y[i] = z[i]
+    elif kind == RELU:
+        for i in range(n):
+            y[i] = z[i] if z[i] > 0 else 0
+    else:
+        for i in range(n):
+            y[i] = act_forward(z[i], kind, a)
+
+
+cdef inline void act_backward_n(const floating* z, const floating* y, const floating* dy,
+                                floating* dz, Py_ssize_t n, int kind, floating a) noexcept nogil:
+    """dz[i] = dy[i] * f'(z[i]); dz may alias dy."""
+    cdef Py_ssize_t i
+    if kind == IDENTITY:
+        if dz != dy:
+            for i in range(n):
+                dz[i] = dy[i]
+    elif kind == RELU:
+        for i in range(n):
+            dz[i] = dy[i] if z[i] > 0 else 0
+    else:
+        for i in range(n):
+            dz[i] = dy[i] * act_derivative(z[i], y[i], kind, a)

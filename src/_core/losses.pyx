@@ -1,0 +1,212 @@
+"""Loss kernels: the value and the gradient with respect to the outputs in one pass.
+
+Every kernel returns the mean loss and writes dL/dz into `grad`:
+  softmax cross-entropy   mean over samples of  lse(z_i) - sum_c q_ic z_ic
+  elementwise losses      mean over samples x outputs (torch's reduction="mean")
+  multiclass hinge        torch.nn.MultiMarginLoss(p=1, margin=1)
+With sample weights w the mean becomes sum_i w_i L_i / sum_i w_i.
+Per-row losses go to `row_loss` and are summed in row order, so the result does
+not depend on the thread count.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport fabs
+from libc.stdlib cimport malloc, free
+from ._math cimport fexp, flog, fabs_, sigmoid, log1p_exp
+from ._openmp cimport n_blocks, block_start
+
+ctypedef long long int64
+
+cdef enum:
+    BCE = 0
+    MSE = 1
+    MAE = 2
+    HUBER = 3
+    HINGE = 4
+
+ELEMENTWISE = {"binary_cross_entropy": BCE, "mse": MSE, "mae": MAE, "huber": HUBER, "hinge": HINGE}
+
+cdef Py_ssize_t MIN_ELEMENTS = 8192
+
+
+cdef double _normalizer(const floating[::1] sample_weight, Py_ssize_t n):
+    cdef Py_ssize_t i
+    cdef double total = 0
+    if sample_weight is None:
+        return <double>n
+    for i in range(n):
+        total += sample_weight[i]
+    return total
+
+
+cdef double _ordered_sum(const double[::1] row_loss) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double total = 0
+    for i in range(row_loss.shape[0]):
+        total += row_loss[i]
+    return total
+
+
+cdef inline double _softmax_ce_row(const floating* z, Py_ssize_t k, int64 label,
+                                   const floating* q, double smoothing, floating scale,
+                                   floating* g) noexcept nogil:
+    """Loss of one row; g = scale * (softmax(z) * sum(q') - q'), q' the smoothed target."""
+    cdef Py_ssize_t j
+    cdef floating m = z[0], s = 0, lse, qj, qsum = 0
+    cdef floating off = <floating>(smoothing / k), on = <floating>(1 - smoothing)
+    cdef double loss = 0
+    for j in range(1, k):
+        if z[j] > m:
+            m = z[j]
+    for j in range(k):
+        g[j] = fexp(z[j] - m)
+        s = s + g[j]
+    lse = m + flog(s)
+    for j in range(k):
+        if label >= 0:
+            qj = off + (on if j == label else 0)
+        else:
+            qj = off + on * q[j]
+        qsum = qsum + qj
+        loss += qj * (lse - z[j])
+        g[j] = g[j] / s
+    for j in range(k):
+        if label >= 0:
+            qj = off + (on if j == label else 0)
+        else:
+            qj = off + on * q[j]
+        g[j] = scale * (g[j] * qsum - qj)
+    return loss
+
+
+def softmax_cross_entropy(const floating[:, ::1] z, const int64[::1] labels,
+                          const floating[:, ::1] targets, floating[:, ::1] grad,
+                          double[::1] row_loss, const floating[::1] sample_weight,
+                          double label_smoothing, int n_threads):
+    """Softmax cross-entropy on logits z (n, k) against integer labels or probability targets.
+
+    Exactly one of labels (n,) and targets (n, k) is given. label_smoothing=a mixes
+    the target with the uniform distribution: q' = (1 - a) q + a / k (PyTorch's rule).
+    """
+    cdef Py_ssize_t i, n = z.shape[0], k = z.shape[1]
+    cdef bint use_labels = labels is not None
+    cdef bint weighted = sample_weight is not None
+    cdef double total_weight = _normalizer(sample_weight, n), loss_i
+    cdef floating scale
+    cdef int nt = n_blocks(n * k, n_threads, MIN_ELEMENTS)
+    for i in prange(n, nogil=True, schedule='static', num_threads=nt):
+        scale = <floating>((sample_weight[i] if weighted else 1.0) / total_weight)
+        if use_labels:
+            loss_i = _softmax_ce_row(&z[i, 0], k, labels[i], NULL, label_smoothing,
+                                     scale, &grad[i, 0])
+        else:
+            loss_i = _softmax_ce_row(&z[i, 0], k, -1, &targets[i, 0], label_smoothing,
+                                     scale, &grad[i, 0])
+        row_loss[i] = (sample_weight[i] if weighted else 1.0) * loss_i
+    return _ordered_sum(row_loss) / total_weight
+
+
+cdef inline double _elementwise(int kind, floating z, floating t, floating delta,
+                                floating* g) noexcept nogil:
+    """Loss of one element and its derivative (written to g[0])."""
+    cdef floating d = z - t, margin
+    if kind == BCE:
+        g[0] = sigmoid(z) - t
+        return log1p_exp(z) - z * t
+    elif kind == MSE:
+        g[0] = 2 * d
+        return d * d
+    elif kind == MAE:
+        g[0] = 1 if d > 0 else (-1 if d < 0 else 0)
+        return fabs_(d)
+    elif kind == HUBER:
+        if fabs_(d) <= delta:
+            g[0] = d
+            return 0.5 * d * d
+        g[0] = delta if d > 0 else -delta
+        return delta * (fabs_(d) - 0.5 * delta)
+    else:  # HINGE, targets in {-1, +1}
+        margin = 1 - t * z
+        g[0] = -t if margin > 0 else 0
+        return margin if margin > 0 else 0
+
+
+def elementwise_loss(const floating[:, ::1] z, const floating[:, ::1] t, floating[:, ::1] grad,
+                     double[::1] row_loss, const floating[::1] sample_weight,
+                     int kind, double delta, int n_threads):
+    """binary_cross_entropy (on logits), mse, mae, huber(delta) or binary hinge, averaged
+    over all n x k elements."""
+    cdef Py_ssize_t i, j, n = z.shape[0], k = z.shape[1]
+    cdef bint weighted = sample_weight is not None
+    cdef double total_weight = _normalizer(sample_weight, n) * k
+    cdef double acc
+    cdef floating scale, gij
+    cdef int nt = n_blocks(n * k, n_threads, MIN_ELEMENTS)
+    for i in prange(n, nogil=True, schedule='static', num_threads=nt):
+        scale = <floating>((sample_weight[i] if weighted else 1.0) / total_weight)
+        acc = 0
+        for j in range(k):
+            acc = acc + _elementwise(kind, z[i, j], t[i, j], <floating>delta, &gij)
+            grad[i, j] = scale * gij
+        row_loss[i] = (sample_weight[i] if weighted else 1.0) * acc
+    return _ordered_sum(row_loss) / total_weight
+
+
+def multiclass_hinge(const floating[:, ::1] z, const int64[::1] labels, floating[:, ::1] grad,
+                     double[::1] row_loss, const floating[::1] sample_weight, int n_threads):
+    """torch.nn.MultiMarginLoss: L_i = sum_{c != y_i} max(0, 1 - z_{i,y_i} + z_{i,c}) / k."""
+    cdef Py_ssize_t i, j, n = z.shape[0], k = z.shape[1]
+    cdef bint weighted = sample_weight is not None
+    cdef double total_weight = _normalizer(sample_weight, n)
+    cdef double acc
+    cdef floating scale, margin, zy, violations
+    cdef int64 y
+    cdef int nt = n_blocks(n * k, n_threads, MIN_ELEMENTS)
+    for i in prange(n, nogil=True, schedule='static', num_threads=nt):
+        scale = <floating>((sample_weight[i] if weighted else 1.0) / total_weight / k)
+        y = labels[i]
+        zy = z[i, y]
+        acc = 0
+        violations = 0
+        for j in range(k):
+            margin = 1 - zy + z[i, j]
+            if j != y and margin > 0:
+                acc = acc + margin
+                violations = violations + 1
+                grad[i, j] = scale
+            else:
+                grad[i, j] = 0
+        grad[i, y] = -scale * violations
+        row_loss[i] = (sample_weight[i] if weighted else 1.0) * acc / k
+    return _ordered_sum(row_loss) / total_weight
+
+
+cdef Py_ssize_t CHUNK = 8192
+
+
+def penalty(const floating[::1] w, floating[::1] g, double l1, double l2, int n_threads):
+    """Add l1 * sign(w) + l2 * w to g and return l1 * sum|w| + l2 / 2 * sum w^2.
+
+    The sum is taken over fixed chunks of CHUNK elements, then over chunks in order,
+    so it is the same for every thread count.
+    """
+    cdef Py_ssize_t n = w.shape[0], n_chunks = (n + CHUNK - 1) // CHUNK, c, i, lo, hi
+    cdef double total = 0, acc
+    cdef floating wi, fl1 = <floating>l1, fl2 = <floating>l2
+    cdef double* partial = <double*>malloc(max(n_chunks, 1) * sizeof(double))
+    cdef int nt = n_blocks(n, n_threads, CHUNK)
+    if partial == NULL:
+        raise MemoryError()
+    for c in prange(n_chunks, nogil=True, schedule='static', num_threads=nt):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, n)
+        acc = 0
+        for i in range(lo, hi):
+            wi = w[i]
+            acc = acc + l1 * fabs(wi) + 0.5 * l2 * wi * wi
+            g[i] = g[i] + fl2 * wi + (fl1 if wi > 0 else (-fl1 if wi < 0 else 0))
+        partial[c] = acc
+    for c in range(n_chunks):
+        total += partial[c]
+    free(partial)
+    return total
