@@ -1,2 +1,21 @@
-"""fastnn: fast CPU training of multilayer perceptrons."""
+"""fastnn: fast CPU training of multilayer perceptrons.
+
+A typed Cython + OpenMP core (fastnn._core) under a small Keras/PyTorch-like API:
+
+    import fastnn as fnn
+    model = fnn.Sequential([fnn.Dense(64, 128, activation="relu"), fnn.Dense(128, 10)],
+                           loss="softmax_cross_entropy", optimizer=fnn.optim.Adam(lr=1e-3))
+    model.fit(X, y, epochs=10, batch_size=128)
+"""
 __version__ = "0.1.0"
+
+from . import callbacks, datasets, init, losses, metrics, optim, schedules  # noqa: E402
+from .io import load, save  # noqa: E402
+from .layers import Activation, Dense, Layer  # noqa: E402
+from .model import Sequential  # noqa: E402
+from .preprocessing import Standardizer  # noqa: E402
+from .threads import available_cpus, get_num_threads, openmp_enabled, set_num_threads, threads  # noqa: E402
+
+__all__ = ["Sequential", "Dense", "Activation", "Layer", "Standardizer", "save", "load",
+           "set_num_threads", "get_num_threads", "threads", "available_cpus", "openmp_enabled",
+           "callbacks", "datasets", "init", "losses", "metrics", "optim", "schedules", "__version__"]

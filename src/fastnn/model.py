@@ -1,0 +1,456 @@
+"""Sequential: a stack of layers over one flat parameter buffer, with fit/predict/evaluate."""
+import math
+import signal
+import threading
+import time
+
+import numpy as np
+
+from . import losses as _losses
+from . import optim as _optim
+from .callbacks import Callback, History
+from .layers import Layer
+from .threads import blas_single_threaded, get_num_threads
+from ._core.arrays import all_finite
+from ._validation import check_dtype, check_matrix, check_number
+
+__all__ = ["Sequential"]
+
+_INFERENCE_CHUNK = 4096  # rows per forward call in predict/evaluate (bounds workspace memory)
+
+
+class _Context:
+    """What a forward/backward pass needs besides the data."""
+
+    __slots__ = ("n_threads", "training", "update_stats", "penalty", "seed", "step")
+
+    def __init__(self, n_threads, training, update_stats, seed, step):
+        self.n_threads, self.training, self.update_stats = n_threads, training, update_stats
+        self.seed, self.step, self.penalty = seed, step, 0.0
+
+
+class Sequential:
+    """A feed-forward network: layers applied in order, one loss, one optimizer.
+
+    All trainable arrays live in one contiguous vector (`model.parameters`) with a twin
+    gradient vector; each layer's weights are views into them, and an optimizer step is
+    one fused kernel call over the vector.
+    """
+
+    def __init__(self, layers, loss="softmax_cross_entropy", optimizer=None, dtype="float32",
+                 seed=0, input_dim=None):
+        if not isinstance(layers, (list, tuple)) or not layers:
+            raise ValueError("layers must be a non-empty list of fastnn layers")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layers[{i}] is {type(layer).__name__}, not a fastnn layer "
+                                f"(e.g. fnn.Dense, fnn.Activation)")
+        if len({id(layer) for layer in layers}) != len(layers):
+            raise ValueError("the same layer object appears twice in layers; create separate layers")
+        self.dtype = check_dtype(dtype)
+        self.seed = check_number(seed, "seed", low=0, integer=True)
+        self.loss = _losses.get(loss)
+        self.optimizer = _optim.get(optimizer) if optimizer is not None else _optim.Adam()
+        self.layers = layers
+        if input_dim is None:
+            input_dim = getattr(layers[0], "in_features", None) or getattr(layers[0], "num_features", None)
+            if input_dim is None:
+                raise ValueError(f"cannot infer the input width from {type(layers[0]).__name__}; "
+                                 f"pass input_dim=")
+        self.input_dim = check_number(input_dim, "input_dim", low=1, integer=True)
+        self.classes_ = None
+        self.stop_training = False
+        self._steps = 0          # optimizer steps taken: the dropout RNG's counter
+        self._fits = 0           # fit calls: seeds each fit's shuffling
+        self._loss_ws = {}
+        self._build()
+
+    # -- construction ---------------------------------------------------------------------------
+    def _build(self):
+        dim = self.input_dim
+        specs = []
+        for layer in self.layers:
+            dim = layer.build(dim, self.dtype)
+            layer.output_dim = dim
+            specs.extend((layer, name, shape, decay) for name, shape, decay in layer.param_specs())
+        self.output_dim = dim
+        sizes = [int(np.prod(shape)) for _, _, shape, _ in specs]
+        total = int(sum(sizes))
+        self.parameters = np.zeros(total, dtype=self.dtype)
+        self.gradients = np.zeros(total, dtype=self.dtype)
+        self._specs = []
+        offset = 0
+        for (layer, name, shape, decay), size in zip(specs, sizes):
+            layer.params[name] = self.parameters[offset:offset + size].reshape(shape)
+            layer.grads[name] = self.gradients[offset:offset + size].reshape(shape)
+            self._specs.append((layer, name, offset, offset + size, decay))
+            offset += size
+        rng = np.random.default_rng(self.seed)
+        for layer in self.layers:
+            layer.init_params(rng)
+        self._bound_layout = None
+
+    def _bind_optimizer(self):
+        """(Re)attach the optimizer to the trainable ranges when trainable flags or lr multipliers change."""
+        layout = tuple((layer.trainable, getattr(layer, "lr_multiplier", 1.0)) for layer in self.layers)
+        if layout == self._bound_layout:
+            return
+        segments = []
+        for layer, _, start, stop, decay in self._specs:
+            if not layer.trainable:
+                continue
+            seg = [start, stop, float(getattr(layer, "lr_multiplier", 1.0)), decay or self.optimizer.decay_all]
+            if segments and segments[-1][1] == start and segments[-1][2:] == seg[2:]:
+                segments[-1][1] = stop
+            else:
+                segments.append(seg)
+        state = self.optimizer.state_dict() if self._bound_layout is not None else None
+        self.optimizer.bind(self.parameters, self.gradients, [tuple(s) for s in segments])
+        if state is not None:
+            self.optimizer.load_state_dict(state)
+        self._bound_layout = layout
+
+    # -- passes ---------------------------------------------------------------------------------
+    def _context(self, training, update_stats):
+        return _Context(get_num_threads(), training, update_stats, self.seed, self._steps)
+
+    def _forward(self, x, ctx):
+        for layer in self.layers:
+            x = layer.forward(x, ctx)
+        return x
+
+    def _backward(self, grad, ctx):
+        first_trainable = next((i for i, layer in enumerate(self.layers) if layer.trainable), len(self.layers))
+        for i in range(len(self.layers) - 1, first_trainable - 1, -1):
+            grad = self.layers[i].backward(grad, ctx, need_dx=i > first_trainable)
+
+    def _loss_buffers(self, n):
+        """(gradient w.r.t. the outputs, per-row losses) for a batch of n, reused across steps."""
+        bufs = self._loss_ws.get(n)
+        if bufs is None:
+            if len(self._loss_ws) >= 4:
+                self._loss_ws.clear()
+            bufs = self._loss_ws[n] = (np.empty((n, self.output_dim), dtype=self.dtype),
+                                       np.empty(n, dtype=np.float64))
+        return bufs
+
+    def _loss_and_backward(self, x, targets, sample_weight, ctx):
+        """Training-mode forward, loss, backward. Returns (loss with penalties, outputs)."""
+        out = self._forward(x, ctx)
+        grad, row_loss = self._loss_buffers(x.shape[0])
+        loss = self.loss(out, targets, grad, row_loss, sample_weight, ctx.n_threads)
+        self._backward(grad, ctx)
+        return loss + ctx.penalty, out
+
+    def _apply_step(self):
+        self._bind_optimizer()
+        self.optimizer._step()
+        self._steps += 1
+
+    # -- input checks ---------------------------------------------------------------------------
+    def _check_X(self, X, name="X"):
+        return check_matrix(X, name, self.dtype, n_features=self.input_dim)
+
+    def _check_targets(self, y, n, name="y"):
+        """(targets, classes) validated against n samples; does not change the model."""
+        if y is None:
+            raise ValueError(f"{name} is required")
+        targets, classes = self.loss.prepare(y, self.output_dim, self.classes_, self.dtype, name)
+        if len(targets) != n:
+            raise ValueError(f"{name} has {len(targets)} samples but X has {n}; pass one target per row of X")
+        return targets, classes
+
+    def _check_sample_weight(self, sample_weight, n):
+        if sample_weight is None:
+            return None
+        w = np.ascontiguousarray(sample_weight, dtype=self.dtype)
+        if w.shape != (n,):
+            raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
+        if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError("sample_weight must be finite, >= 0 and not all zero")
+        return w
+
+    # -- public API -------------------------------------------------------------------------------
+    def forward(self, X, training=False):
+        """Raw outputs (logits) for X; training=True uses batch statistics and dropout
+        without changing any state."""
+        X = self._check_X(X)
+        with blas_single_threaded():
+            if training:
+                return self._forward(X, self._context(True, False)).copy()
+            return self._inference(X)
+
+    def _inference(self, X):
+        out = np.empty((X.shape[0], self.output_dim), dtype=self.dtype)
+        ctx = self._context(False, False)
+        for start in range(0, X.shape[0], _INFERENCE_CHUNK):
+            out[start:start + _INFERENCE_CHUNK] = self._forward(X[start:start + _INFERENCE_CHUNK], ctx)
+        return out
+
+    def predict(self, X):
+        """Outputs through the loss's link: class probabilities (softmax), sigmoid
+        probabilities (binary cross-entropy) or the raw values (regression, hinge)."""
+        return self.loss.link(self.forward(X))
+
+    def predict_classes(self, X):
+        """Predicted labels (in the label space of the y given to fit) for classification."""
+        if not self.loss.classification:
+            raise ValueError(f"predict_classes needs a classification loss, not {self.loss.name!r}")
+        out = self.forward(X)
+        if isinstance(self.loss, _losses.BinaryCrossEntropy) or (
+                isinstance(self.loss, _losses.Hinge) and self.output_dim == 1):
+            return (out > 0).astype(np.int64)
+        idx = out.argmax(axis=1)
+        return self.classes_[idx] if self.classes_ is not None else idx
+
+    def evaluate(self, X, y, sample_weight=None):
+        """{"loss": mean loss (with weight penalties), "accuracy": ...} in inference mode."""
+        X = self._check_X(X)
+        targets, _ = self._check_targets(y, X.shape[0])
+        w = self._check_sample_weight(sample_weight, X.shape[0])
+        return self._evaluate(X, targets, w)
+
+    def _evaluate(self, X, targets, w):
+        n = X.shape[0]
+        with blas_single_threaded():
+            out = self._inference(X)
+        grad = np.empty_like(out)
+        loss = self.loss(out, targets, grad, np.empty(n), w, get_num_threads())
+        loss += sum(layer.penalty() for layer in self.layers)
+        result = {"loss": float(loss)}
+        if self.loss.classification:
+            result["accuracy"] = float(self.loss.correct(out, targets) / n)
+        return result
+
+    def loss_and_gradients(self, X, y, sample_weight=None):
+        """(loss, gradients) in training mode with penalties, gradients in get_weights() order.
+        No side effects: weights, optimizer state and running statistics are unchanged."""
+        X = self._check_X(X)
+        targets, _ = self._check_targets(y, X.shape[0])
+        w = self._check_sample_weight(sample_weight, X.shape[0])
+        with blas_single_threaded():
+            loss, _ = self._loss_and_backward(X, targets, w, self._context(True, False))
+        return float(loss), [layer.grads[name].copy() for layer, name, *_ in self._specs]
+
+    def train_step(self, X, y, sample_weight=None):
+        """One optimizer update on one batch; returns the batch loss (before the update)."""
+        X = self._check_X(X)
+        targets, classes = self._check_targets(y, X.shape[0])
+        w = self._check_sample_weight(sample_weight, X.shape[0])
+        self.classes_ = classes
+        with blas_single_threaded():
+            loss, _ = self._loss_and_backward(X, targets, w, self._context(True, True))
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"the loss is {loss}: training diverged; the weights were not "
+                                         f"updated. Lower the learning rate or standardize the inputs")
+            self._apply_step()
+        return float(loss)
+
+    def fit(self, X, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
+            shuffle=True, callbacks=None, verbose=1, sample_weight=None):
+        """Minibatch gradient descent: each epoch visits every training sample once in
+        batches of batch_size (the last one may be smaller), shuffled per epoch from the
+        model's seed. batch_size >= len(X) is full-batch gradient descent, 1 is pure SGD.
+        Returns a History whose .history holds per-epoch loss, accuracy, val_*, lr."""
+        X = self._check_X(X)
+        n = X.shape[0]
+        targets, classes = self._check_targets(y, n)
+        w = self._check_sample_weight(sample_weight, n)
+        epochs = check_number(epochs, "epochs", low=0, integer=True)
+        batch_size = check_number(batch_size, "batch_size", low=1, integer=True)
+        validation_split = check_number(validation_split, "validation_split", 0.0, 1.0, high_open=True)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0 (silent), 1 (progress bar) or 2 (a line per epoch), got {verbose!r}")
+        callbacks = list(callbacks or [])
+        for i, cb in enumerate(callbacks):
+            if not callable(getattr(cb, "on_epoch_end", None)):
+                raise TypeError(f"callbacks[{i}] ({type(cb).__name__}) has no on_epoch_end(epoch, logs) method")
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be a tuple (X_val, y_val) or (X_val, y_val, sample_weight)")
+            Xv = self._check_X(validation_data[0], "validation_data X")
+            tv, _ = self.loss.prepare(validation_data[1], self.output_dim, classes, self.dtype, "validation_data y")
+            if len(tv) != Xv.shape[0]:
+                raise ValueError("validation_data X and y have different numbers of samples")
+            wv = self._check_sample_weight(validation_data[2], Xv.shape[0]) if len(validation_data) == 3 else None
+            val = (Xv, tv, wv)
+        elif validation_split > 0:
+            n_train = int(n * (1 - validation_split))
+            if n_train < 1 or n_train >= n:
+                raise ValueError(f"validation_split={validation_split} leaves {n_train} training and "
+                                 f"{n - n_train} validation samples out of {n}; both must be >= 1")
+            val = (X[n_train:], targets[n_train:], None if w is None else w[n_train:])
+            X, targets, w = X[:n_train], targets[:n_train], None if w is None else w[:n_train]
+        self.classes_ = classes
+        return self._fit_loop(X, targets, w, val, epochs, batch_size, shuffle, callbacks, verbose)
+
+    def _fit_loop(self, X, targets, w, val, epochs, batch_size, shuffle, callbacks, verbose):
+        from tqdm.auto import tqdm
+
+        n = X.shape[0]
+        history = History()
+        callbacks = callbacks + [history]
+        self.stop_training = False
+        for cb in callbacks:
+            if hasattr(cb, "set_model"):
+                cb.set_model(self)
+            if hasattr(cb, "on_train_begin"):
+                cb.on_train_begin({})
+        rng = np.random.default_rng([self.seed, self._fits])
+        self._fits += 1
+        Xs, ts = (np.empty_like(X), np.empty_like(targets)) if shuffle else (X, targets)
+        ws = np.empty_like(w) if (shuffle and w is not None) else w
+        interrupted = _InterruptFlag()
+        with interrupted, blas_single_threaded():
+            for epoch in range(epochs):
+                for cb in callbacks:
+                    if hasattr(cb, "on_epoch_begin"):
+                        cb.on_epoch_begin(epoch, {})
+                if shuffle:
+                    perm = rng.permutation(n)
+                    np.take(X, perm, axis=0, out=Xs)
+                    np.take(targets, perm, axis=0, out=ts)
+                    if w is not None:
+                        np.take(w, perm, axis=0, out=ws)
+                snapshot = self.parameters.copy()
+                bar = tqdm(total=n, desc=f"Epoch {epoch + 1}/{epochs}", unit="sample", unit_scale=True,
+                           leave=True, dynamic_ncols=True) if verbose == 1 else None
+                loss_sum, correct, seen = 0.0, 0.0, 0
+                started = time.perf_counter()
+                for start in range(0, n, batch_size):
+                    xb, tb = Xs[start:start + batch_size], ts[start:start + batch_size]
+                    wb = None if ws is None else ws[start:start + batch_size]
+                    loss, out = self._loss_and_backward(xb, tb, wb, self._context(True, True))
+                    if not math.isfinite(loss):
+                        self._diverged(loss, epoch, start // batch_size, snapshot, bar)
+                    if self.loss.classification:
+                        correct += self.loss.correct(out, tb)
+                    self._apply_step()
+                    nb = xb.shape[0]
+                    loss_sum += loss * nb
+                    seen += nb
+                    if bar is not None:
+                        bar.update(nb)
+                        if bar.n == n or time.perf_counter() - bar.last_print_t > bar.mininterval:
+                            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
+                    if interrupted.flag:
+                        break
+                logs = {"loss": loss_sum / seen}
+                if self.loss.classification:
+                    logs["accuracy"] = correct / seen
+                if val is not None:
+                    for key, value in self._evaluate(*val).items():
+                        logs["val_" + key] = value
+                logs["lr"] = self.optimizer.current_lr()
+                logs["time"] = time.perf_counter() - started
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k not in ("lr", "time")})
+                    bar.close()
+                elif verbose == 2:
+                    print(f"Epoch {epoch + 1}/{epochs} - {logs['time']:.2f}s - "
+                          + " - ".join(f"{k}: {v:.4g}" for k, v in logs.items() if k != "time"), flush=True)
+                for cb in callbacks:
+                    cb.on_epoch_end(epoch, logs)
+                if self.stop_training or interrupted.flag:
+                    break
+        for cb in callbacks:
+            if hasattr(cb, "on_train_end"):
+                cb.on_train_end({})
+        return history
+
+    def _diverged(self, loss, epoch, step, snapshot, bar):
+        if bar is not None:
+            bar.close()
+        if not all_finite(self.parameters):
+            self.parameters[...] = snapshot
+        raise FloatingPointError(
+            f"the training loss became {loss} at epoch {epoch + 1}, step {step + 1}: training diverged. "
+            f"The model keeps its last finite weights. Lower the learning rate "
+            f"(now {self.optimizer.current_lr():g}), clip gradients (clip_norm=) or standardize the "
+            f"inputs (fnn.Standardizer)")
+
+    # -- weights ----------------------------------------------------------------------------------
+    def get_weights(self):
+        """Copies of the trainable arrays in layer order (Dense: W (in, out), then b)."""
+        return [layer.params[name].copy() for layer, name, *_ in self._specs]
+
+    def set_weights(self, weights):
+        """Copy arrays in (same order, shapes as get_weights()); all are checked first."""
+        weights = list(weights)
+        if len(weights) != len(self._specs):
+            raise ValueError(f"set_weights needs {len(self._specs)} arrays, got {len(weights)}")
+        checked = []
+        for i, (arr, (layer, name, *_)) in enumerate(zip(weights, self._specs)):
+            a = np.asarray(arr)
+            if a.dtype == object or a.dtype.kind not in "biuf":
+                raise TypeError(f"weights[{i}] ({type(layer).__name__}.{name}) must be a real array, got {a.dtype}")
+            if a.shape != layer.params[name].shape:
+                raise ValueError(f"weights[{i}] ({type(layer).__name__}.{name}) has shape {a.shape}, "
+                                 f"expected {layer.params[name].shape}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"weights[{i}] ({type(layer).__name__}.{name}) contains NaN or infinity")
+            checked.append(a)
+        for a, (layer, name, *_) in zip(checked, self._specs):
+            layer.params[name][...] = a
+
+    def count_params(self):
+        return int(self.parameters.size)
+
+    def summary(self, print_fn=print):
+        """Print (and return) a table: layer, output shape, trainable and frozen parameters."""
+        rows = [("Layer", "Output shape", "Params")]
+        dims = [self.input_dim]
+        trainable = frozen = 0
+        for i, layer in enumerate(self.layers):
+            count = sum(int(np.prod(shape)) for _, shape, _ in layer.param_specs())
+            if layer.trainable:
+                trainable += count
+            else:
+                frozen += count
+            rows.append((f"{i}: {layer.describe()}" + ("" if layer.trainable else " [frozen]"),
+                         f"(None, {layer.output_dim})", f"{count:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(3)]
+        line = "-" * (sum(widths) + 4)
+        text = [line] + [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}" for r in rows]
+        text.insert(2, line)
+        text += [line, f"Total params: {trainable + frozen:,}", f"Trainable params: {trainable:,}",
+                 f"Frozen params: {frozen:,}",
+                 f"Loss: {self.loss.name}, optimizer: {type(self.optimizer).__name__}"
+                 f"(lr={self.optimizer.current_lr():g}), dtype: {np.dtype(self.dtype).name}"]
+        text = "\n".join(text)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def get_config(self):
+        """JSON-serializable description that rebuilds this model (without its numbers)."""
+        return {"layers": [{"class": type(layer).__name__, "config": layer.get_config(),
+                            "trainable": layer.trainable} for layer in self.layers],
+                "loss": self.loss.get_config(),
+                "optimizer": {"name": self.optimizer.name, **self.optimizer.hyperparameters()},
+                "dtype": np.dtype(self.dtype).name, "seed": self.seed, "input_dim": self.input_dim}
+
+    def __repr__(self):
+        return f"Sequential({len(self.layers)} layers, {self.count_params():,} parameters, loss={self.loss.name!r})"
+
+
+class _InterruptFlag:
+    """Turns Ctrl-C during fit into a flag checked after each step (main thread only)."""
+
+    def __init__(self):
+        self.flag = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        self.flag = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
