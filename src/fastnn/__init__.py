@@ -9,7 +9,7 @@ A typed Cython + OpenMP core (fastnn._core) under a small Keras/PyTorch-like API
 """
 __version__ = "0.1.0"
 
-from . import callbacks, datasets, init, losses, metrics, optim, schedules  # noqa: E402
+from . import callbacks, datasets, gradcheck, init, losses, metrics, optim, schedules  # noqa: E402
 from .io import load, save  # noqa: E402
 from .layers import Activation, Dense, Layer  # noqa: E402
 from .model import Sequential  # noqa: E402
@@ -18,4 +18,4 @@ from .threads import available_cpus, get_num_threads, openmp_enabled, set_num_th
 
 __all__ = ["Sequential", "Dense", "Activation", "Layer", "Standardizer", "save", "load",
            "set_num_threads", "get_num_threads", "threads", "available_cpus", "openmp_enabled",
-           "callbacks", "datasets", "init", "losses", "metrics", "optim", "schedules", "__version__"]
+           "callbacks", "datasets", "gradcheck", "init", "losses", "metrics", "optim", "schedules", "__version__"]

@@ -49,14 +49,40 @@ def resolve_activation(name, kwargs):
 
 class Layer(ABC):
     """Base class. Subclasses define build, forward and backward; parameters are declared
-    by param_specs() as (name, shape, decay) and arrive as views in self.params/self.grads."""
+    by param_specs() as (name, shape, decay) and arrive as views in self.params/self.grads.
 
-    trainable = True
+    `trainable = False` freezes the layer (its parameters get no gradient and no update);
+    `lr_multiplier` scales the optimizer's learning rate for this layer's parameters.
+    """
+
+    # Bumped whenever any layer's trainable flag or lr multiplier changes, so a model can
+    # tell in O(1) that its optimizer's parameter groups need rebuilding.
+    groups_version = 0
 
     def __init__(self):
         self.params = {}
         self.grads = {}
         self._workspace = {}
+        self._trainable = True
+        self._lr_multiplier = 1.0
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        self._trainable = bool(value)
+        Layer.groups_version += 1
+
+    @property
+    def lr_multiplier(self):
+        return self._lr_multiplier
+
+    @lr_multiplier.setter
+    def lr_multiplier(self, value):
+        self._lr_multiplier = check_number(value, "lr_multiplier", low=0.0)
+        Layer.groups_version += 1
 
     # -- construction -------------------------------------------------------------------
     def build(self, input_dim, dtype):

@@ -47,7 +47,7 @@ def encode_labels(y, classes, n_classes, name="y"):
     if classes.dtype.kind in "iu" and classes[0] == 0 and classes[-1] == len(classes) - 1 \
             and y.dtype.kind in "iuf":
         if y.min() < 0 or y.max() >= len(classes):
-            bad = y[(y < 0) | (y >= len(classes))][0]
+            bad = y[(y < 0) | (y >= len(classes))][0].item()
             raise ValueError(f"{name} holds label {bad!r}, outside the model's classes 0..{len(classes) - 1}")
         return y.astype(np.int64, copy=False), classes
     try:
@@ -58,7 +58,7 @@ def encode_labels(y, classes, n_classes, name="y"):
     idx = np.minimum(idx, len(classes) - 1)
     unknown = classes[idx] != y
     if np.any(unknown):
-        raise ValueError(f"{name} holds label {y[unknown][0]!r}, not among the model's classes "
+        raise ValueError(f"{name} holds label {y[unknown][0].item()!r}, not among the model's classes "
                          f"{classes.tolist()[:20]}")
     return idx.astype(np.int64), classes
 

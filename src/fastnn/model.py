@@ -88,27 +88,26 @@ class Sequential:
         rng = np.random.default_rng(self.seed)
         for layer in self.layers:
             layer.init_params(rng)
-        self._bound_layout = None
+        self._bound_version = None
 
     def _bind_optimizer(self):
         """(Re)attach the optimizer to the trainable ranges when trainable flags or lr multipliers change."""
-        layout = tuple((layer.trainable, getattr(layer, "lr_multiplier", 1.0)) for layer in self.layers)
-        if layout == self._bound_layout:
+        if self._bound_version == Layer.groups_version:
             return
         segments = []
         for layer, _, start, stop, decay in self._specs:
             if not layer.trainable:
                 continue
-            seg = [start, stop, float(getattr(layer, "lr_multiplier", 1.0)), decay or self.optimizer.decay_all]
+            seg = [start, stop, layer.lr_multiplier, decay or self.optimizer.decay_all]
             if segments and segments[-1][1] == start and segments[-1][2:] == seg[2:]:
                 segments[-1][1] = stop
             else:
                 segments.append(seg)
-        state = self.optimizer.state_dict() if self._bound_layout is not None else None
+        state = self.optimizer.state_dict() if self._bound_version is not None else None
         self.optimizer.bind(self.parameters, self.gradients, [tuple(s) for s in segments])
         if state is not None:
             self.optimizer.load_state_dict(state)
-        self._bound_layout = layout
+        self._bound_version = Layer.groups_version
 
     # -- passes ---------------------------------------------------------------------------------
     def _context(self, training, update_stats):
@@ -175,7 +174,7 @@ class Sequential:
         """Raw outputs (logits) for X; training=True uses batch statistics and dropout
         without changing any state."""
         X = self._check_X(X)
-        with blas_single_threaded():
+        with blas_single_threaded:
             if training:
                 return self._forward(X, self._context(True, False)).copy()
             return self._inference(X)
@@ -212,7 +211,7 @@ class Sequential:
 
     def _evaluate(self, X, targets, w):
         n = X.shape[0]
-        with blas_single_threaded():
+        with blas_single_threaded:
             out = self._inference(X)
         grad = np.empty_like(out)
         loss = self.loss(out, targets, grad, np.empty(n), w, get_num_threads())
@@ -228,7 +227,7 @@ class Sequential:
         X = self._check_X(X)
         targets, _ = self._check_targets(y, X.shape[0])
         w = self._check_sample_weight(sample_weight, X.shape[0])
-        with blas_single_threaded():
+        with blas_single_threaded:
             loss, _ = self._loss_and_backward(X, targets, w, self._context(True, False))
         return float(loss), [layer.grads[name].copy() for layer, name, *_ in self._specs]
 
@@ -238,7 +237,7 @@ class Sequential:
         targets, classes = self._check_targets(y, X.shape[0])
         w = self._check_sample_weight(sample_weight, X.shape[0])
         self.classes_ = classes
-        with blas_single_threaded():
+        with blas_single_threaded:
             loss, _ = self._loss_and_backward(X, targets, w, self._context(True, True))
             if not math.isfinite(loss):
                 raise FloatingPointError(f"the loss is {loss}: training diverged; the weights were not "
@@ -302,7 +301,7 @@ class Sequential:
         Xs, ts = (np.empty_like(X), np.empty_like(targets)) if shuffle else (X, targets)
         ws = np.empty_like(w) if (shuffle and w is not None) else w
         interrupted = _InterruptFlag()
-        with interrupted, blas_single_threaded():
+        with interrupted, blas_single_threaded:
             for epoch in range(epochs):
                 for cb in callbacks:
                     if hasattr(cb, "on_epoch_begin"):

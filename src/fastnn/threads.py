@@ -85,32 +85,61 @@ def threads(n):
         _state.n = previous
 
 
-def _blas_controllers():
+class _BlasLibrary:
+    """get/set of one BLAS library's thread count, resolved once.
+
+    threadpoolctl finds the libraries; for OpenBLAS with its own (pthreads) threading
+    layer, the C functions are looked up once here, because threadpoolctl resolves the
+    symbol again on every call, which costs microseconds in a training step.
+    """
+
+    def __init__(self, controller):
+        self.get, self.set = controller.get_num_threads, controller.set_num_threads
+        if controller.internal_api == "openblas" and getattr(controller, "threading_layer", "") != "openmp":
+            lookup = getattr(controller, "_get_symbol", None)
+            get = lookup("openblas_get_num_threads") if lookup else None
+            set_ = lookup("openblas_set_num_threads") if lookup else None
+            if get is not None and set_ is not None:
+                self.get, self.set = get, set_
+
+
+def _blas_libraries():
     global _blas
     if _blas is None:
-        _blas = ThreadpoolController().select(user_api="blas").lib_controllers
+        _blas = [_BlasLibrary(c) for c in ThreadpoolController().select(user_api="blas").lib_controllers]
     return _blas
 
 
-@contextlib.contextmanager
-def blas_single_threaded():
-    """Limit BLAS to one thread for the block (re-entrant; cheap when nested)."""
-    depth = getattr(_state, "blas_depth", 0)
-    _state.blas_depth = depth + 1
-    saved = None
-    if depth == 0:
-        saved = [(lib, lib.num_threads) for lib in _blas_controllers()]
-        for lib, count in saved:
-            if count != 1:
-                lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        _state.blas_depth = depth
-        if saved:
-            for lib, count in saved:
+class _BlasSingleThreaded:
+    """Context manager limiting BLAS to one thread (re-entrant: nested uses cost nothing).
+
+    A plain class rather than @contextmanager: the training step enters it once per call
+    and must not allocate.
+    """
+
+    def __enter__(self):
+        depth = getattr(_state, "blas_depth", 0)
+        _state.blas_depth = depth + 1
+        if depth == 0:
+            saved = []
+            for lib in _blas_libraries():
+                count = lib.get()
                 if count != 1:
-                    lib.set_num_threads(count)
+                    lib.set(1)
+                    saved.append((lib, count))
+            _state.blas_saved = saved
+        return self
+
+    def __exit__(self, *exc):
+        _state.blas_depth -= 1
+        if _state.blas_depth == 0:
+            for lib, count in _state.blas_saved:
+                lib.set(count)
+            _state.blas_saved = None
+        return False
+
+
+blas_single_threaded = _BlasSingleThreaded()
 
 
 def openmp_enabled():

@@ -1,0 +1,260 @@
+"""Each kernel equals its NumPy reference (tests/reference.py) for float32 and float64,
+1 and 2 threads, odd sizes, read-only inputs and extreme values."""
+import numpy as np
+import pytest
+
+import reference as ref
+from conftest import RTOL, assert_close, readonly
+from fastnn._core import activations as act
+from fastnn._core import dense, losses
+from fastnn.layers import ACTIVATIONS
+
+PARAM = {"leaky_relu": 0.1, "elu": 0.7, "softplus": 1.5, "swish": 1.3, "silu": 1.0}
+ACT_NAMES = sorted(ACTIVATIONS)
+
+
+def kind(name):
+    return act.KINDS[ACTIVATIONS[name][0]]
+
+
+def _inputs(rng, shape, dtype, extreme=False):
+    z = rng.standard_normal(shape) * 3
+    if extreme:
+        z.flat[: min(z.size, 6)] = [1e4, -1e4, 0.0, 1.0, -1.0, 30.0][: min(z.size, 6)]
+    return z.astype(dtype)
+
+
+@pytest.mark.parametrize("name", ACT_NAMES)
+@pytest.mark.parametrize("n", [1, 7, 129, 10007])
+def test_activation_forward_backward(name, n, dtype, n_threads):
+    rng = np.random.default_rng(n)
+    a = PARAM.get(name, 0.0)
+    z = readonly(_inputs(rng, n, dtype, extreme=True))
+    dy = readonly(rng.standard_normal(n).astype(dtype))
+    y = np.empty_like(z)
+    act.activation_forward(z, y, kind(name), a, n_threads)
+    assert np.all(np.isfinite(y))
+    expected = ref.activation(name, z.astype(np.float64), a)
+    assert_close(y, expected, dtype, scale=1.0)
+    dz = np.empty_like(z)
+    act.activation_backward(z, y, dy, dz, kind(name), a, n_threads)
+    assert np.all(np.isfinite(dz))
+    # sigmoid/tanh derivatives are computed from y, which float32 rounds; allow for it
+    assert_close(dz, dy * ref.activation_derivative(name, z.astype(np.float64), a), dtype,
+                 scale=1.0, rtol=RTOL[dtype] * (10 if dtype == np.float32 else 1e3))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (129, 257), (3, 1)])
+def test_softmax(shape, dtype, n_threads):
+    z = _inputs(np.random.default_rng(1), shape, dtype, extreme=True)
+    p = np.empty_like(z)
+    act.softmax(readonly(z), p, n_threads)
+    assert_close(p, ref.softmax(z), dtype, scale=1.0)
+
+
+DENSE_ACTS = ["identity", "relu", "tanh", "swish", "sigmoid"]
+
+
+@pytest.mark.parametrize("batch", [1, 7, 129, 1000])
+@pytest.mark.parametrize("n_in,n_out", [(1, 3), (3, 257), (257, 1), (64, 33)])
+@pytest.mark.parametrize("name", DENSE_ACTS)
+def test_dense_forward_backward(batch, n_in, n_out, name, dtype, n_threads):
+    rng = np.random.default_rng(batch * 1000 + n_in)
+    a = PARAM.get(name, 0.0)
+    x = readonly(rng.standard_normal((batch, n_in)).astype(dtype))
+    W = readonly((rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(dtype))
+    b = readonly(rng.standard_normal(n_out).astype(dtype))
+    z = np.empty((batch, n_out), dtype)
+    y = z if name == "identity" else np.empty_like(z)
+    dense.dense_forward(x, W, b, z, y, kind(name), a, n_threads)
+    z_ref, y_ref = ref.dense_forward(x, W, b, name, a)
+    scale = float((np.abs(x) @ np.abs(W)).max() + np.abs(b).max())
+    assert_close(z, z_ref, dtype, scale=scale)
+    assert_close(y, y_ref, dtype, scale=scale)
+
+    dy = rng.standard_normal((batch, n_out)).astype(dtype)
+    dz_ref, dW_ref, db_ref, dx_ref = ref.dense_backward(x, W, z.astype(np.float64), dy, name, a)
+    dW, db, dx = np.empty_like(W), np.empty_like(b), np.empty_like(x)
+    dense.dense_backward(x, W, z, y, dy, dW, db, dx, kind(name), a, n_threads)
+    gscale = float(np.abs(dy).max()) * max(batch, n_in, n_out)
+    assert_close(dy, dz_ref, dtype, scale=1.0, rtol=RTOL[dtype] * (10 if dtype == np.float32 else 1e3))
+    assert_close(dW, dW_ref, dtype, scale=gscale)
+    assert_close(db, db_ref, dtype, scale=gscale)
+    assert_close(dx, dx_ref, dtype, scale=gscale)
+
+
+def test_dense_backward_without_input_gradient(dtype):
+    rng = np.random.default_rng(3)
+    x, W = rng.standard_normal((5, 4)).astype(dtype), rng.standard_normal((4, 2)).astype(dtype)
+    z = x @ W
+    dy = np.ones((5, 2), dtype)
+    dW, db = np.empty_like(W), np.empty(2, dtype)
+    dense.dense_backward(x, W, z, z, dy, dW, db, None, kind("identity"), 0.0, 2)
+    assert_close(dW, x.astype(np.float64).T @ np.ones((5, 2)), dtype, scale=10.0)
+
+
+def test_dense_two_threads_equal_one_thread(dtype):
+    """Row and column splits change no sum's order: 1 and 2 threads agree bit for bit."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((300, 70)).astype(dtype)
+    W = rng.standard_normal((70, 90)).astype(dtype)
+    b = rng.standard_normal(90).astype(dtype)
+    dy_in = rng.standard_normal((300, 90)).astype(dtype)
+    outs = []
+    for threads in (1, 2):
+        z = np.empty((300, 90), dtype)
+        y = np.empty_like(z)
+        dense.dense_forward(x, W, b, z, y, kind("relu"), 0.0, threads)
+        z = np.abs(x @ W + b)  # same activation pattern for both runs
+        dy = dy_in.copy()
+        dW, db, dx = np.empty_like(W), np.empty_like(b), np.empty_like(x)
+        dense.dense_backward(x, W, z, y, dy, dW, db, dx, kind("relu"), 0.0, threads)
+        outs.append((y, dW, db, dx))
+    for one, two in zip(*outs):
+        np.testing.assert_allclose(one, two, rtol=RTOL[dtype] * 10, atol=RTOL[dtype] * 10)
+    np.testing.assert_array_equal(outs[0][2], outs[1][2])  # db: same per-column order
+
+
+# ---- losses ---------------------------------------------------------------------------
+
+
+def _run(kernel_call, n, k, dtype):
+    grad = np.full((n, k), np.nan, dtype)
+    row_loss = np.empty(n)
+    value = kernel_call(grad, row_loss)
+    assert np.all(np.isfinite(grad))
+    return value, grad
+
+
+@pytest.mark.parametrize("n", [1, 7, 129, 1000])
+@pytest.mark.parametrize("k", [1, 3, 257])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softmax_cross_entropy_labels(n, k, smoothing, weighted, dtype, n_threads):
+    rng = np.random.default_rng(n + k)
+    z = readonly(_inputs(rng, (n, k), dtype))
+    labels = readonly(rng.integers(0, k, n).astype(np.int64))
+    w = readonly(rng.uniform(0.1, 2, n).astype(dtype)) if weighted else None
+    value, grad = _run(lambda g, r: losses.softmax_cross_entropy(z, labels, None, g, r, w, smoothing, n_threads),
+                       n, k, dtype)
+    v_ref, g_ref = ref.softmax_cross_entropy(z, labels=labels, label_smoothing=smoothing, sample_weight=w)
+    assert_close(value, v_ref, dtype, scale=float(np.abs(z).max()) + 1)
+    assert_close(grad, g_ref, dtype, scale=1.0 / n)
+
+
+@pytest.mark.parametrize("n,k", [(1, 3), (7, 1), (129, 10), (1000, 257)])
+def test_softmax_cross_entropy_probabilities(n, k, dtype, n_threads):
+    rng = np.random.default_rng(k)
+    z = _inputs(rng, (n, k), dtype)
+    q = rng.dirichlet(np.ones(k), n).astype(dtype)
+    value, grad = _run(lambda g, r: losses.softmax_cross_entropy(z, None, q, g, r, None, 0.05, n_threads),
+                       n, k, dtype)
+    v_ref, g_ref = ref.softmax_cross_entropy(z, targets=q, label_smoothing=0.05)
+    assert_close(value, v_ref, dtype, scale=float(np.abs(z).max()) + 1)
+    assert_close(grad, g_ref, dtype, scale=1.0 / n)
+
+
+ELEMENTWISE = {
+    "binary_cross_entropy": (lambda z, t, w, d: ref.binary_cross_entropy(z, t, w), "prob"),
+    "mse": (lambda z, t, w, d: ref.mse(z, t, w), "real"),
+    "mae": (lambda z, t, w, d: ref.mae(z, t, w), "real"),
+    "huber": (lambda z, t, w, d: ref.huber(z, t, d, w), "real"),
+    "hinge": (lambda z, t, w, d: ref.binary_hinge(z, t, w), "sign"),
+}
+
+
+def _targets(rng, kind_, shape, dtype):
+    if kind_ == "prob":
+        t = rng.uniform(0, 1, shape)
+        t.flat[:2] = [0.0, 1.0][: min(2, t.size)]
+    elif kind_ == "sign":
+        t = rng.choice([-1.0, 1.0], shape)
+    else:
+        t = rng.standard_normal(shape) * 2
+    return t.astype(dtype)
+
+
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+@pytest.mark.parametrize("n", [1, 7, 129, 1000])
+@pytest.mark.parametrize("k", [1, 3, 257])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_elementwise_losses(name, n, k, weighted, dtype, n_threads):
+    rng = np.random.default_rng(n * 7 + k)
+    reference, target_kind = ELEMENTWISE[name]
+    z = readonly(_inputs(rng, (n, k), dtype, extreme=True))
+    t = readonly(_targets(rng, target_kind, (n, k), dtype))
+    w = rng.uniform(0.1, 2, n).astype(dtype) if weighted else None
+    delta = 0.8
+    value, grad = _run(lambda g, r: losses.elementwise_loss(z, t, g, r, w, losses.ELEMENTWISE[name], delta, n_threads),
+                       n, k, dtype)
+    v_ref, g_ref = reference(z, t, w, delta)
+    assert_close(value, v_ref, dtype, scale=float(np.abs(z).max()) ** (2 if name == "mse" else 1) + 1)
+    assert_close(grad, g_ref, dtype, scale=float(np.abs(g_ref).max()) + 1e-30)
+
+
+@pytest.mark.parametrize("n", [1, 7, 129, 1000])
+@pytest.mark.parametrize("k", [1, 3, 257])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_multiclass_hinge(n, k, weighted, dtype, n_threads):
+    rng = np.random.default_rng(n + 3 * k)
+    z = readonly(_inputs(rng, (n, k), dtype) * 0.2)
+    labels = readonly(rng.integers(0, k, n).astype(np.int64))
+    w = rng.uniform(0.1, 2, n).astype(dtype) if weighted else None
+    value, grad = _run(lambda g, r: losses.multiclass_hinge(z, labels, g, r, w, n_threads), n, k, dtype)
+    v_ref, g_ref = ref.multiclass_hinge(z, labels, w)
+    assert_close(value, v_ref, dtype, scale=float(np.abs(z).max()) + 1)
+    assert_close(grad, g_ref, dtype, scale=1.0 / n)
+
+
+@pytest.mark.parametrize("n", [1, 7, 100003])
+def test_penalty(n, dtype, n_threads):
+    rng = np.random.default_rng(n)
+    W = readonly(rng.standard_normal(n).astype(dtype))
+    g = rng.standard_normal(n).astype(dtype)
+    g_before = g.astype(np.float64)
+    value = losses.penalty(W, g, 0.01, 0.3, n_threads)
+    v_ref, dg_ref = ref.penalty(W, 0.01, 0.3)
+    assert_close(value, v_ref, dtype, scale=v_ref)
+    assert_close(g, g_before + dg_ref, dtype, scale=2.0)
+
+
+def test_penalty_sum_is_independent_of_thread_count():
+    W = np.random.default_rng(0).standard_normal(300001).astype(np.float32)
+    values = {losses.penalty(W, np.zeros_like(W), 0.1, 0.2, t) for t in (1, 2)}
+    assert len(values) == 1
+
+
+# ---- extreme inputs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("z_row", [[1e4, -1e4, 0.0], [5.0, 5.0, 5.0], [-1e4, -1e4, -1e4], [1e4, 1e4, -1e4]])
+def test_softmax_cross_entropy_extreme_logits(z_row, dtype):
+    z = np.array([z_row, z_row], dtype)
+    labels = np.array([0, 1], np.int64)
+    value, grad = _run(lambda g, r: losses.softmax_cross_entropy(z, labels, None, g, r, None, 0.0, 1), 2, 3, dtype)
+    v_ref, g_ref = ref.softmax_cross_entropy(z, labels=labels)
+    assert np.isfinite(value)
+    assert_close(value, v_ref, dtype, scale=1e4 if dtype == np.float32 else 1.0)
+    assert_close(grad, g_ref, dtype, scale=1.0)
+
+
+def test_softmax_cross_entropy_single_class_is_zero(dtype):
+    z = np.array([[3.0], [-1e4]], dtype)
+    value, grad = _run(lambda g, r: losses.softmax_cross_entropy(z, np.zeros(2, np.int64), None, g, r, None, 0.0, 1),
+                       2, 1, dtype)
+    assert value == 0.0
+    np.testing.assert_array_equal(grad, 0.0)
+
+
+@pytest.mark.parametrize("name", ["binary_cross_entropy", "mse", "mae", "huber", "hinge"])
+def test_elementwise_extreme_logits(name, dtype):
+    z = np.array([[1e4, -1e4, 0.0, 1e4, -1e4]], dtype)
+    t = np.array([[1.0, 0.0, 1.0, 0.0, 1.0]], dtype)
+    if name == "hinge":
+        t = 2 * t - 1
+    value, grad = _run(lambda g, r: losses.elementwise_loss(z, t, g, r, None, losses.ELEMENTWISE[name], 1.0, 1),
+                       1, 5, dtype)
+    v_ref, g_ref = ELEMENTWISE[name][0](z, t, None, 1.0)
+    assert np.isfinite(value)
+    assert_close(value, v_ref, dtype, scale=max(abs(v_ref), 1.0))
+    assert_close(grad, g_ref, dtype, scale=float(np.abs(g_ref).max()))
