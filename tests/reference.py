@@ -257,3 +257,58 @@ def adan(p, g, state, t, lr, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.
     u = (state["m"] / (1 - b1 ** t) + b2 * state["n"] / (1 - b2 ** t)) / (
         np.sqrt(state["v"] / (1 - b3 ** t)) + eps)
     return (p - lr * u) / (1 + lr * weight_decay)
+
+
+# ---- normalization, PReLU, dropout -------------------------------------------------------
+
+
+def batch_norm(x, gamma, beta, eps):
+    """(y, mean, biased var) over the batch axis."""
+    x = np.asarray(x, np.float64)
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    return gamma * (x - mean) / np.sqrt(var + eps) + beta, mean, var
+
+
+def batch_norm_backward(x, gamma, dy, eps):
+    """(dx, dgamma, dbeta), from the chain rule written out term by term."""
+    x, dy = np.asarray(x, np.float64), np.asarray(dy, np.float64)
+    n = x.shape[0]
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    inv = 1 / np.sqrt(var + eps)
+    xhat = (x - mean) * inv
+    dxhat = dy * gamma
+    dvar = np.sum(dxhat * (x - mean), axis=0) * -0.5 * inv ** 3
+    dmean = -np.sum(dxhat * inv, axis=0) + dvar * np.mean(-2 * (x - mean), axis=0)
+    dx = dxhat * inv + dvar * 2 * (x - mean) / n + dmean / n
+    return dx, np.sum(dy * xhat, axis=0), dy.sum(axis=0)
+
+
+def group_norm(x, gamma, beta, groups, eps):
+    x = np.asarray(x, np.float64)
+    n, d = x.shape
+    g = x.reshape(n, groups, d // groups)
+    xhat = ((g - g.mean(axis=2, keepdims=True)) / np.sqrt(g.var(axis=2, keepdims=True) + eps)).reshape(n, d)
+    return gamma * xhat + beta
+
+
+def group_norm_backward(x, gamma, dy, groups, eps):
+    """Batch-norm's backward applied to each (sample, group) block, transposed."""
+    x, dy = np.asarray(x, np.float64), np.asarray(dy, np.float64)
+    n, d = x.shape
+    m = d // groups
+    dx = np.empty_like(x)
+    for i in range(n):
+        for g in range(groups):
+            cols = slice(g * m, (g + 1) * m)
+            block_dx, _, _ = batch_norm_backward(x[i, cols][:, None], gamma[cols][:, None], dy[i, cols][:, None], eps)
+            dx[i, cols] = block_dx[:, 0]
+    xhat = (group_norm(x, np.ones(d), np.zeros(d), groups, eps))
+    return dx, np.sum(dy * xhat, axis=0), dy.sum(axis=0)
+
+
+def prelu(x, a):
+    return np.where(x > 0, x, a * x)
+
+
+def prelu_backward(x, a, dy):
+    return np.where(x > 0, dy, a * dy), np.sum(np.where(x > 0, 0, dy * x), axis=0)

@@ -449,7 +449,8 @@ def test_design_contract_example_runs():
     X = np.hstack([X, np.zeros((300, 776), np.float32)])
     model = fnn.Sequential(
         [fnn.Dense(784, 256, activation="relu", init="he_normal"),
-         fnn.Dense(256, 128), fnn.Activation("tanh"),
+         fnn.Dropout(0.2),
+         fnn.Dense(256, 128), fnn.BatchNorm(128), fnn.Activation("tanh"),
          fnn.Dense(128, 10)],
         loss="softmax_cross_entropy", optimizer=fnn.optim.Adam(lr=1e-3),
         dtype="float32", seed=0)
@@ -461,6 +462,8 @@ def test_design_contract_example_runs():
     assert model.forward(X, training=False).shape == (300, 10)
     assert set(model.evaluate(X, y)) == {"loss", "accuracy"}
     W = model.get_weights()
+    assert [w.shape for w in W] == [(784, 256), (256,), (256, 128), (128,), (128,), (128,), (128, 10), (10,)]
+    assert model.layers[3].running_mean.shape == (128,) and model.layers[3].running_var.shape == (128,)
     model.set_weights(W)
     loss, grads = model.loss_and_gradients(X, y)
     assert len(grads) == len(W)

@@ -122,3 +122,55 @@ def test_model_gradients_match_autograd_for_each_activation(activation, kw):
 @pytest.mark.parametrize("loss_name", sorted(LOSSES))
 def test_model_gradients_match_autograd_for_each_loss(loss_name):
     _compare_with_autograd("tanh", {}, loss_name)
+
+
+def test_normalization_network_matches_torch_over_five_steps():
+    """Dense-BatchNorm-ReLU-Dense-LayerNorm-PReLU-Dense: forward, loss, gradients and running
+    statistics equal PyTorch's over 5 SGD steps."""
+    rng = np.random.default_rng(0)
+    model = fnn.Sequential([fnn.Dense(6, 10), fnn.BatchNorm(10, momentum=0.2), fnn.Activation("relu"),
+                            fnn.Dense(10, 8), fnn.LayerNorm(8), fnn.PReLU(8), fnn.Dense(8, 4)],
+                           optimizer=fnn.optim.SGD(lr=0.1, momentum=0.9), dtype="float64", seed=3)
+    # non-trivial affine parameters
+    for layer in (model.layers[1], model.layers[4]):
+        layer.params["gamma"][...] = rng.uniform(0.5, 1.5, layer.num_features)
+        layer.params["beta"][...] = rng.standard_normal(layer.num_features) * 0.1
+    model.layers[5].params["alpha"][...] = rng.uniform(0, 0.5, 8)
+    torch.set_default_dtype(torch.float64)
+    try:
+        net = torch.nn.Sequential(torch.nn.Linear(6, 10), torch.nn.BatchNorm1d(10, momentum=0.2),
+                                  torch.nn.ReLU(), torch.nn.Linear(10, 8), torch.nn.LayerNorm(8),
+                                  torch.nn.PReLU(8), torch.nn.Linear(8, 4))
+    finally:
+        torch.set_default_dtype(torch.float32)
+    W = model.get_weights()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor(W[0].T)); net[0].bias.copy_(torch.tensor(W[1]))
+        net[1].weight.copy_(torch.tensor(W[2])); net[1].bias.copy_(torch.tensor(W[3]))
+        net[3].weight.copy_(torch.tensor(W[4].T)); net[3].bias.copy_(torch.tensor(W[5]))
+        net[4].weight.copy_(torch.tensor(W[6])); net[4].bias.copy_(torch.tensor(W[7]))
+        net[5].weight.copy_(torch.tensor(W[8]))
+        net[6].weight.copy_(torch.tensor(W[9].T)); net[6].bias.copy_(torch.tensor(W[10]))
+    topt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    order = [(0, "weight", True), (0, "bias", False), (1, "weight", False), (1, "bias", False),
+             (3, "weight", True), (3, "bias", False), (4, "weight", False), (4, "bias", False),
+             (5, "weight", False), (6, "weight", True), (6, "bias", False)]
+    for step in range(5):
+        X, y = rng.standard_normal((16, 6)), rng.integers(0, 4, 16)
+        loss, grads = model.loss_and_gradients(X, y)
+        out = net(torch.tensor(X))
+        t_loss = torch.nn.functional.cross_entropy(out, torch.tensor(y))
+        topt.zero_grad()
+        t_loss.backward()
+        np.testing.assert_allclose(model.forward(X, training=True), out.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(loss, t_loss.item(), rtol=1e-12)
+        for g, (i, name, transpose) in zip(grads, order):
+            tg = getattr(net[i], name).grad.numpy()
+            np.testing.assert_allclose(g, tg.T if transpose else tg, rtol=1e-9, atol=1e-12)
+        model.train_step(X, y)
+        topt.step()
+        np.testing.assert_allclose(model.layers[1].running_mean, net[1].running_mean.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(model.layers[1].running_var, net[1].running_var.numpy(), rtol=1e-10)
+    net.eval()
+    X = rng.standard_normal((5, 6))
+    np.testing.assert_allclose(model.forward(X), net(torch.tensor(X)).detach().numpy(), rtol=1e-9, atol=1e-12)

@@ -64,7 +64,8 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
                    floating[:, ::1] dx, int kind, double a, int n_threads):
     """Gradients of a dense layer given dy = dL/dy; dy is overwritten by dL/dz.
 
-    dx may be None (first layer: the input gradient is not needed).
+    dx may be None (first layer: the input gradient is not needed); dw and db may be None
+    (frozen layer: only the input gradient is needed).
     """
     cdef int n = x.shape[0], k = x.shape[1], m = w.shape[1], blk, r0, r1, c0, c1
     cdef bint want_dx = dx is not None
@@ -78,6 +79,8 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
         if want_dx:
             gemm(False, True, r1 - r0, k, m, 1, &dy[r0, 0], m, &w[0, 0], m,
                  0, dx_ptr + <Py_ssize_t>r0 * k, k)
+    if dw is None:
+        return
     nb = n_blocks(m, n_threads, MIN_COLS)
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         c0 = block_start(m, nb, blk)

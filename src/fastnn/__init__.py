@@ -11,11 +11,13 @@ __version__ = "0.1.0"
 
 from . import callbacks, datasets, gradcheck, init, losses, metrics, optim, schedules  # noqa: E402
 from .io import load, save  # noqa: E402
-from .layers import Activation, Dense, Layer  # noqa: E402
+from .layers import (Activation, BatchNorm, Dense, Dropout, GaussianNoise, GroupNorm, Layer,  # noqa: E402
+                     LayerNorm, PReLU)
 from .model import Sequential  # noqa: E402
 from .preprocessing import Standardizer  # noqa: E402
 from .threads import available_cpus, get_num_threads, openmp_enabled, set_num_threads, threads  # noqa: E402
 
-__all__ = ["Sequential", "Dense", "Activation", "Layer", "Standardizer", "save", "load",
+__all__ = ["Sequential", "Dense", "Activation", "Layer", "Dropout", "GaussianNoise", "BatchNorm",
+           "LayerNorm", "GroupNorm", "PReLU", "Standardizer", "save", "load",
            "set_num_threads", "get_num_threads", "threads", "available_cpus", "openmp_enabled",
            "callbacks", "datasets", "gradcheck", "init", "losses", "metrics", "optim", "schedules", "__version__"]

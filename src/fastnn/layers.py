@@ -8,9 +8,12 @@ from . import init as _init
 from ._core import activations as _act
 from ._core import dense as _dense
 from ._core import losses as _losses
+from ._core import norm as _norm
+from ._core import random as _random
 from ._validation import check_number
 
-__all__ = ["Layer", "Dense", "Activation", "ACTIVATIONS"]
+__all__ = ["Layer", "Dense", "Activation", "Dropout", "GaussianNoise", "BatchNorm", "LayerNorm",
+           "GroupNorm", "PReLU", "ACTIVATIONS"]
 
 _MAX_SHAPES = 16
 
@@ -203,10 +206,10 @@ class Dense(Layer):
 
     def backward(self, dy, ctx, need_dx):
         dx = self._buffer("dx", self._x.shape) if need_dx else None
-        _dense.dense_backward(self._x, self.params["W"], self._z, self._y, dy,
-                              self.grads["W"], self.grads["b"], dx, self._kind, self._a,
-                              ctx.n_threads)
-        if self.l1 or self.l2:
+        dW, db = (self.grads["W"], self.grads["b"]) if self.trainable else (None, None)
+        _dense.dense_backward(self._x, self.params["W"], self._z, self._y, dy, dW, db, dx,
+                              self._kind, self._a, ctx.n_threads)
+        if self.trainable and (self.l1 or self.l2):
             ctx.penalty += _losses.penalty(self.params["W"].reshape(-1), self.grads["W"].reshape(-1),
                                            self.l1, self.l2, ctx.n_threads)
         return dx
@@ -244,4 +247,255 @@ class Activation(Layer):
         if need_dx and self._kind != 0:
             _act.activation_backward(self._x.reshape(-1), self._y.reshape(-1), dy.reshape(-1),
                                      dy.reshape(-1), self._kind, self._a, ctx.n_threads)
+        return dy if need_dx else None
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training each input is kept with probability 1 - p and scaled by
+    1 / (1 - p); at inference the layer is the identity. Masks come from a counter-based
+    RNG keyed by (model seed, layer position, step), so they do not depend on threads.
+    Placed first, it drops inputs (the lecture's p_keep = 0.8 is Dropout(0.2))."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        self.p = check_number(p, "p", 0.0, 1.0, high_open=True)
+
+    def get_config(self):
+        return {"p": self.p}
+
+    def describe(self):
+        return f"Dropout({self.p:g})"
+
+    def forward(self, x, ctx):
+        if not ctx.training or self.p == 0:
+            self._mask = None
+            return x
+        y = self._buffer("y", x.shape)
+        mask = self._workspace.get(("mask", x.shape))
+        if mask is None:
+            mask = self._workspace[("mask", x.shape)] = np.empty(x.shape, dtype=np.uint8)
+        _random.dropout_forward(x.reshape(-1), y.reshape(-1), mask.reshape(-1), self.p,
+                                ctx.seed, self.stream, ctx.step, ctx.n_threads)
+        self._mask = mask
+        return y
+
+    def backward(self, dy, ctx, need_dx):
+        if need_dx and self._mask is not None:
+            _random.dropout_backward(dy.reshape(-1), self._mask.reshape(-1), dy.reshape(-1),
+                                     self.p, ctx.n_threads)
+        return dy if need_dx else None
+
+
+class GaussianNoise(Layer):
+    """Adds N(0, std^2) noise to its input in training (data augmentation); identity at inference."""
+
+    def __init__(self, std):
+        super().__init__()
+        self.std = check_number(std, "std", low=0.0)
+
+    def get_config(self):
+        return {"std": self.std}
+
+    def describe(self):
+        return f"GaussianNoise({self.std:g})"
+
+    def forward(self, x, ctx):
+        if not ctx.training or self.std == 0:
+            return x
+        y = self._buffer("y", x.shape)
+        _random.gaussian_noise(x.reshape(-1), y.reshape(-1), self.std, ctx.seed, self.stream,
+                               ctx.step, ctx.n_threads)
+        return y
+
+    def backward(self, dy, ctx, need_dx):
+        return dy if need_dx else None
+
+
+class _Normalization(Layer):
+    """Shared parts of the normalization layers: width check, gamma/beta parameters."""
+
+    def __init__(self, num_features, eps, affine=True):
+        super().__init__()
+        self.num_features = check_number(num_features, "num_features", low=1, integer=True)
+        self.eps = check_number(eps, "eps", low=0.0, low_open=True)
+        self.affine = bool(affine)
+
+    def build(self, input_dim, dtype):
+        if input_dim != self.num_features:
+            raise ValueError(f"{type(self).__name__}({self.num_features}) receives {input_dim} "
+                             f"features from the previous layer; use {type(self).__name__}({input_dim})")
+        if not self.affine:
+            self._gamma = np.ones(self.num_features, dtype)
+            self._beta = np.zeros(self.num_features, dtype)
+        return super().build(input_dim, dtype)
+
+    def param_specs(self):
+        if not self.affine:
+            return []
+        return [("gamma", (self.num_features,), False), ("beta", (self.num_features,), False)]
+
+    def init_params(self, rng):
+        if self.affine:
+            self.params["gamma"][...] = 1
+            self.params["beta"][...] = 0
+
+    def _affine(self):
+        if self.affine:
+            return self.params["gamma"], self.params["beta"]
+        return self._gamma, self._beta
+
+    def _affine_grads(self):
+        if self.affine:
+            return self.grads["gamma"], self.grads["beta"]
+        return self._buffer("dgamma", (self.num_features,)), self._buffer("dbeta", (self.num_features,))
+
+
+class BatchNorm(_Normalization):
+    """Batch normalization (Ioffe & Szegedy 2015) over the batch, per feature.
+
+    Training: normalize with the batch mean and biased variance, and update
+    running = (1 - momentum) running + momentum * batch (with the unbiased variance),
+    as torch.nn.BatchNorm1d does. Inference: normalize with the running statistics.
+    """
+
+    def __init__(self, num_features, momentum=0.1, eps=1e-5, affine=True):
+        super().__init__(num_features, eps, affine)
+        self.momentum = check_number(momentum, "momentum", 0.0, 1.0)
+        self.running_mean = np.zeros(self.num_features)
+        self.running_var = np.ones(self.num_features)
+
+    def build(self, input_dim, dtype):
+        out = super().build(input_dim, dtype)
+        self.running_mean = self.running_mean.astype(dtype)
+        self.running_var = self.running_var.astype(dtype)
+        return out
+
+    def get_config(self):
+        return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps,
+                "affine": self.affine}
+
+    def describe(self):
+        return f"BatchNorm({self.num_features})"
+
+    def state_arrays(self):
+        return {"running_mean": self.running_mean, "running_var": self.running_var}
+
+    def forward(self, x, ctx):
+        n, d = x.shape
+        y = self._buffer("y", x.shape)
+        gamma, beta = self._affine()
+        if not ctx.training:
+            scale = (gamma / np.sqrt(self.running_var + self.eps)).astype(self.dtype)
+            shift = (beta - self.running_mean * scale).astype(self.dtype)
+            _norm.scale_shift(x, scale, shift, y, ctx.n_threads)
+            return y
+        if n < 2:
+            raise ValueError("BatchNorm needs at least 2 samples per batch in training (the batch "
+                             "variance of 1 sample is undefined); use a larger batch_size")
+        mean = self._workspace.setdefault("mean", np.empty(d))
+        inv_std = self._workspace.setdefault("inv_std", np.empty(d))
+        _norm.batch_norm_forward(x, gamma, beta, y, mean, inv_std, self.eps, ctx.n_threads)
+        self._x = x
+        if ctx.update_stats:
+            m = self.momentum
+            var = 1.0 / np.square(inv_std) - self.eps
+            self.running_mean *= 1 - m
+            self.running_mean += m * mean
+            self.running_var *= 1 - m
+            self.running_var += (m * n / (n - 1)) * var
+        return y
+
+    def backward(self, dy, ctx, need_dx):
+        gamma, _ = self._affine()
+        dgamma, dbeta = self._affine_grads()
+        _norm.batch_norm_backward(self._x, gamma, self._workspace["mean"], self._workspace["inv_std"],
+                                  dy, dy, dgamma, dbeta, ctx.n_threads)
+        return dy if need_dx else None
+
+
+class GroupNorm(_Normalization):
+    """Group normalization (Wu & He 2018): per sample, over `num_groups` groups of
+    consecutive features, with a per-feature affine transform (torch.nn.GroupNorm on (N, C))."""
+
+    def __init__(self, num_groups, num_features, eps=1e-5, affine=True):
+        super().__init__(num_features, eps, affine)
+        self.num_groups = check_number(num_groups, "num_groups", low=1, integer=True)
+        if self.num_features % self.num_groups:
+            raise ValueError(f"num_groups={self.num_groups} must divide num_features={self.num_features}")
+
+    def get_config(self):
+        return {"num_groups": self.num_groups, "num_features": self.num_features, "eps": self.eps,
+                "affine": self.affine}
+
+    def describe(self):
+        return f"GroupNorm({self.num_groups}, {self.num_features})"
+
+    def forward(self, x, ctx):
+        n = x.shape[0]
+        y = self._buffer("y", x.shape)
+        gamma, beta = self._affine()
+        mean = self._workspace.get(("mean", n))
+        if mean is None:
+            mean = self._workspace[("mean", n)] = np.empty((n, self.num_groups))
+            self._workspace[("inv_std", n)] = np.empty((n, self.num_groups))
+        inv_std = self._workspace[("inv_std", n)]
+        _norm.group_norm_forward(x, gamma, beta, y, mean, inv_std, self.num_groups, self.eps, ctx.n_threads)
+        self._x, self._mean, self._inv_std = x, mean, inv_std
+        return y
+
+    def backward(self, dy, ctx, need_dx):
+        gamma, _ = self._affine()
+        dgamma, dbeta = self._affine_grads()
+        _norm.group_norm_backward(self._x, gamma, self._mean, self._inv_std, dy, dy, dgamma, dbeta,
+                                  self.num_groups, ctx.n_threads)
+        return dy if need_dx else None
+
+
+class LayerNorm(GroupNorm):
+    """Layer normalization (Ba et al. 2016): per sample over all features (torch.nn.LayerNorm(n))."""
+
+    def __init__(self, num_features, eps=1e-5, affine=True):
+        super().__init__(1, num_features, eps, affine)
+
+    def get_config(self):
+        return {"num_features": self.num_features, "eps": self.eps, "affine": self.affine}
+
+    def describe(self):
+        return f"LayerNorm({self.num_features})"
+
+
+class PReLU(Layer):
+    """Leaky ReLU with a learnable slope per feature (He et al. 2015), initialized to `init`
+    (torch.nn.PReLU(num_parameters=n), default 0.25)."""
+
+    def __init__(self, num_features, init=0.25):
+        super().__init__()
+        self.num_features = check_number(num_features, "num_features", low=1, integer=True)
+        self.init = check_number(init, "init")
+
+    def build(self, input_dim, dtype):
+        if input_dim != self.num_features:
+            raise ValueError(f"PReLU({self.num_features}) receives {input_dim} features; use PReLU({input_dim})")
+        return super().build(input_dim, dtype)
+
+    def param_specs(self):
+        return [("alpha", (self.num_features,), False)]
+
+    def init_params(self, rng):
+        self.params["alpha"][...] = self.init
+
+    def get_config(self):
+        return {"num_features": self.num_features, "init": self.init}
+
+    def describe(self):
+        return f"PReLU({self.num_features})"
+
+    def forward(self, x, ctx):
+        y = self._buffer("y", x.shape)
+        _norm.prelu_forward(x, self.params["alpha"], y, ctx.n_threads)
+        self._x = x
+        return y
+
+    def backward(self, dy, ctx, need_dx):
+        _norm.prelu_backward(self._x, self.params["alpha"], dy, dy, self.grads["alpha"], ctx.n_threads)
         return dy if need_dx else None

@@ -9,7 +9,7 @@ import numpy as np
 from . import losses as _losses
 from . import optim as _optim
 from .callbacks import Callback, History
-from .layers import Layer
+from .layers import BatchNorm, Layer
 from .threads import blas_single_threaded, get_num_threads
 from ._core.arrays import all_finite
 from ._validation import check_dtype, check_matrix, check_number
@@ -69,9 +69,10 @@ class Sequential:
     def _build(self):
         dim = self.input_dim
         specs = []
-        for layer in self.layers:
+        for position, layer in enumerate(self.layers):
             dim = layer.build(dim, self.dtype)
             layer.output_dim = dim
+            layer.stream = position      # the layer's random stream (dropout masks, noise)
             specs.extend((layer, name, shape, decay) for name, shape, decay in layer.param_specs())
         self.output_dim = dim
         sizes = [int(np.prod(shape)) for _, _, shape, _ in specs]
@@ -229,7 +230,8 @@ class Sequential:
         w = self._check_sample_weight(sample_weight, X.shape[0])
         with blas_single_threaded:
             loss, _ = self._loss_and_backward(X, targets, w, self._context(True, False))
-        return float(loss), [layer.grads[name].copy() for layer, name, *_ in self._specs]
+        return float(loss), [layer.grads[name].copy() if layer.trainable else np.zeros_like(layer.grads[name])
+                             for layer, name, *_ in self._specs]
 
     def train_step(self, X, y, sample_weight=None):
         """One optimizer update on one batch; returns the batch loss (before the update)."""
@@ -281,6 +283,10 @@ class Sequential:
                                  f"{n - n_train} validation samples out of {n}; both must be >= 1")
             val = (X[n_train:], targets[n_train:], None if w is None else w[n_train:])
             X, targets, w = X[:n_train], targets[:n_train], None if w is None else w[:n_train]
+        n_train = X.shape[0]
+        if n_train % batch_size == 1 and any(isinstance(layer, BatchNorm) for layer in self.layers):
+            raise ValueError(f"{n_train} training samples in batches of {batch_size} leave a last batch of "
+                             f"1 sample, which BatchNorm cannot normalize; choose another batch_size")
         self.classes_ = classes
         return self._fit_loop(X, targets, w, val, epochs, batch_size, shuffle, callbacks, verbose)
 
