@@ -1,0 +1,129 @@
+"""Shared helpers for the benchmarks: timing, networks in NumPy and PyTorch, environment."""
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+
+def median_time(fn, repeat, warmup=3, min_time=0.2):
+    """Median seconds per call over `repeat` batches of calls (each batch lasts >= min_time / repeat)."""
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    inner = max(1, int(min_time / repeat / one))
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - t0) / inner)
+    return statistics.median(samples)
+
+
+def environment():
+    import scipy
+    import threadpoolctl
+
+    import fastnn
+
+    info = {"machine": platform.machine(), "processor": platform.processor() or _cpu_model(),
+            "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "fastnn": fastnn.__version__,
+            "blas": [f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})"
+                     for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]}
+    try:
+        import torch
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def write_json(path, payload):
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+
+
+class NumpyMLP:
+    """A plain float32 NumPy training step (forward, softmax cross-entropy, backward, Adam),
+    written the way a careful NumPy user would: in-place where NumPy allows it."""
+
+    def __init__(self, sizes, batch, rng, lr=1e-3):
+        self.W = [(rng.standard_normal((a, b)) * np.sqrt(2 / a)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+        self.b = [np.zeros(b, np.float32) for b in sizes[1:]]
+        self.params = self.W + self.b
+        self.m = [np.zeros_like(p) for p in self.params]
+        self.v = [np.zeros_like(p) for p in self.params]
+        self.t, self.lr = 0, lr
+
+    def step(self, X, y):
+        acts = [X]
+        for i, (W, b) in enumerate(zip(self.W, self.b)):
+            z = acts[-1] @ W
+            z += b
+            if i < len(self.W) - 1:
+                np.maximum(z, 0, out=z)
+            acts.append(z)
+        z = acts[-1]
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+        n = len(y)
+        z[np.arange(n), y] -= 1
+        z /= n
+        dz = z
+        grads_W, grads_b = [None] * len(self.W), [None] * len(self.W)
+        for i in range(len(self.W) - 1, -1, -1):
+            grads_W[i] = acts[i].T @ dz
+            grads_b[i] = dz.sum(axis=0)
+            if i:
+                dz = dz @ self.W[i].T
+                dz *= acts[i] > 0
+        self.t += 1
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        step = self.lr / (1 - b1 ** self.t)
+        bc2 = np.sqrt(1 - b2 ** self.t)
+        for p, g, m, v in zip(self.params, grads_W + grads_b, self.m, self.v):
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            p -= step * m / (np.sqrt(v) / bc2 + eps)
+
+
+def torch_mlp(sizes, threads, fused):
+    import torch
+
+    torch.set_num_threads(threads)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    net = torch.nn.Sequential(*layers)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=fused, foreach=None if fused else True)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step(X, y):
+        opt.zero_grad(set_to_none=False)
+        loss = loss_fn(net(X), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return net, step

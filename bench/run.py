@@ -1,0 +1,143 @@
+"""The training-step benchmark: fastnn vs the bare GEMMs of the step, PyTorch eager and NumPy.
+
+    python bench/run.py [--quick] [--threads 1,2] [--e2e] [--out bench/results.json]
+
+Each configuration runs, in this one process, the same network (float32, ReLU hidden
+layers, 10 classes, softmax cross-entropy, Adam) through:
+  fastnn      model.train_step(X, y) (public API, validation included)
+  gemm        exactly the step's matrix products (forward X W, backward X^T dZ and dZ W^T)
+              with the BLAS fastnn uses (scipy's OpenBLAS), into preallocated outputs,
+              BLAS threaded over the same number of threads: the roofline
+  torch       PyTorch eager with Adam(fused=True), and with the default (foreach) Adam
+  numpy       a plain float32 NumPy implementation of the step
+and prints medians, samples/s, and the ratios fastnn/gemm, torch/fastnn, numpy/fastnn.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import NumpyMLP, environment, median_time, torch_mlp, write_json  # noqa: E402
+
+import fastnn as fnn  # noqa: E402
+from fastnn._core._blas import gemm_rowmajor  # noqa: E402
+
+CONFIGS = [  # name, sizes, batch, threads
+    ("small", [64, 128, 128, 10], 64, 1),
+    ("mnist-32", [784, 512, 512, 10], 32, 1),
+    ("mnist-256", [784, 512, 512, 10], 256, 1),
+    ("mnist-256", [784, 512, 512, 10], 256, 2),
+    ("wide", [784, 2048, 2048, 10], 1024, 1),
+    ("wide", [784, 2048, 2048, 10], 1024, 2),
+]
+# targets from the performance issue: max fastnn/gemm, min torch(fused)/fastnn
+TARGETS = {"small": (1.6, 3.0), "mnist-32": (1.25, 1.15), "mnist-256": (1.08, 1.05), "wide": (1.05, 1.0)}
+
+
+def gemm_step(sizes, batch, rng):
+    """A closure running the step's GEMMs: per layer X W (forward), X^T dZ (dW), dZ W^T (dX, not layer 0)."""
+    acts = [rng.standard_normal((batch, s)).astype(np.float32) for s in sizes]
+    Ws = [rng.standard_normal((a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+    dWs = [np.empty_like(W) for W in Ws]
+    dXs = [np.empty_like(a) for a in acts]
+
+    def run():
+        for i, W in enumerate(Ws):
+            gemm_rowmajor(acts[i], W, acts[i + 1])
+        for i in range(len(Ws) - 1, -1, -1):
+            gemm_rowmajor(acts[i], acts[i + 1], dWs[i], True, False)
+            if i:
+                gemm_rowmajor(acts[i + 1], Ws[i], dXs[i], False, True)
+    return run
+
+
+def bench_config(name, sizes, batch, threads, repeat):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], batch)
+    row = {"config": name, "sizes": sizes, "batch": batch, "threads": threads}
+
+    layers = [fnn.Dense(a, b, activation="relu", init="he_normal") for a, b in zip(sizes[:-2], sizes[1:-1])]
+    layers.append(fnn.Dense(sizes[-2], sizes[-1]))
+    model = fnn.Sequential(layers, optimizer=fnn.optim.Adam(lr=1e-3), seed=0)
+    with fnn.threads(threads):
+        row["fastnn"] = median_time(lambda: model.train_step(X, y), repeat)
+
+    with threadpool_limits(threads, user_api="blas"):
+        row["gemm"] = median_time(gemm_step(sizes, batch, rng), repeat)
+        np_model = NumpyMLP(sizes, batch, rng)
+        row["numpy"] = median_time(lambda: np_model.step(X, y), repeat)
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+        for fused in (True, False):
+            _, step = torch_mlp(sizes, threads, fused)
+            row["torch_fused" if fused else "torch"] = median_time(lambda: step(Xt, yt), repeat)
+    return row
+
+
+def report(rows):
+    header = (f"{'config':<10} {'thr':>3} {'fastnn ms':>10} {'gemm ms':>9} {'torch(f) ms':>11} {'torch ms':>9} "
+              f"{'numpy ms':>9} {'fastnn/gemm':>11} {'torch(f)/fastnn':>15} {'torch/fastnn':>12} "
+              f"{'numpy/fastnn':>12} {'samples/s':>10}  targets")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        f = r["fastnn"]
+        r["ratio_gemm"] = f / r["gemm"]
+        r["ratio_numpy"] = r["numpy"] / f
+        r["samples_per_s"] = r["batch"] / f
+        tf = r.get("torch_fused")
+        r["ratio_torch_fused"] = tf / f if tf else None
+        r["ratio_torch"] = r["torch"] / f if r.get("torch") else None
+        max_gemm, min_torch = TARGETS[r["config"]]
+        verdict = ["gemm ok" if r["ratio_gemm"] <= max_gemm else f"gemm MISSED (<= {max_gemm})"]
+        if tf:
+            verdict.append("torch ok" if r["ratio_torch_fused"] >= min_torch else f"torch MISSED (>= {min_torch})")
+        r["targets_met"] = all("MISSED" not in v for v in verdict)
+        fmt = lambda v: f"{v * 1e3:.3f}" if v else "-"  # noqa: E731
+        ratio = lambda v: f"{v:.2f}" if v else "-"  # noqa: E731
+        lines.append(f"{r['config']:<10} {r['threads']:>3} {fmt(f):>10} {fmt(r['gemm']):>9} {fmt(tf):>11} "
+                     f"{fmt(r.get('torch')):>9} {fmt(r['numpy']):>9} {r['ratio_gemm']:>11.3f} "
+                     f"{ratio(r['ratio_torch_fused']):>15} {ratio(r['ratio_torch']):>12} "
+                     f"{r['ratio_numpy']:>12.2f} {r['samples_per_s']:>10.0f}  {', '.join(verdict)}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--threads", default=None, help="only these thread counts, e.g. 1 or 1,2")
+    parser.add_argument("--configs", default=None, help="only these configs, e.g. small,wide")
+    parser.add_argument("--e2e", action="store_true", help="also run the Fashion-MNIST end-to-end comparison")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results.json"))
+    args = parser.parse_args(argv)
+    threads = None if args.threads is None else {int(t) for t in args.threads.split(",")}
+    names = None if args.configs is None else set(args.configs.split(","))
+    repeat = 5 if args.quick else 15
+    rows = []
+    for name, sizes, batch, nthreads in CONFIGS:
+        if (threads and nthreads not in threads) or (names and name not in names):
+            continue
+        rows.append(bench_config(name, sizes, batch, nthreads, repeat))
+        print(f"measured {name} ({nthreads} thread{'s' if nthreads > 1 else ''})", file=sys.stderr, flush=True)
+    table = report(rows)
+    print(table)
+    payload = {"environment": environment(), "steps": rows}
+    if args.e2e:
+        from e2e import run_e2e
+        payload["e2e"] = run_e2e(quick=args.quick)
+    write_json(args.out, payload)
+    missed = [r for r in rows if not r["targets_met"]]
+    print(f"\n{len(rows) - len(missed)} of {len(rows)} configurations meet their targets"
+          + ("" if not missed else ": missed " + ", ".join(f"{r['config']}/{r['threads']}t" for r in missed)))
+
+
+if __name__ == "__main__":
+    main()
