@@ -36,12 +36,21 @@ def test_activation_forward_backward(name, n, dtype, n_threads):
     assert np.all(np.isfinite(y))
     expected = ref.activation(name, z.astype(np.float64), a)
     assert_close(y, expected, dtype, scale=1.0)
-    dz = np.empty_like(z)
-    act.activation_backward(z, y, dy, dz, kind(name), a, n_threads)
-    assert np.all(np.isfinite(dz))
-    # sigmoid/tanh derivatives are computed from y, which float32 rounds; allow for it
-    assert_close(dz, dy * ref.activation_derivative(name, z.astype(np.float64), a), dtype,
-                 scale=1.0, rtol=RTOL[dtype] * (10 if dtype == np.float32 else 1e3))
+    expected = dy * ref.activation_derivative(name, z.astype(np.float64), a)
+    # with the input, and (where the derivative follows from y alone) without it
+    for z_arg in [z] + ([None] if not act.input_needed(kind(name), a) else []):
+        dz = np.empty_like(z)
+        act.activation_backward(y, dy, dz, z_arg, kind(name), a, n_threads)
+        assert np.all(np.isfinite(dz))
+        # derivatives computed from y inherit y's rounding (float32); allow for it
+        assert_close(dz, expected, dtype, scale=1.0, rtol=RTOL[dtype] * (10 if dtype == np.float32 else 1e3))
+
+
+@pytest.mark.parametrize("name,a,needed", [("swish", 1.0, True), ("leaky_relu", -0.2, True),
+                                           ("elu", -0.5, True), ("leaky_relu", 0.2, False),
+                                           ("elu", 1.0, False), ("softplus", 2.0, False), ("tanh", 0.0, False)])
+def test_input_needed(name, a, needed):
+    assert act.input_needed(kind(name), a) is needed
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 3), (129, 257), (3, 1)])
@@ -65,8 +74,11 @@ def test_dense_forward_backward(batch, n_in, n_out, name, dtype, n_threads):
     W = readonly((rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(dtype))
     b = readonly(rng.standard_normal(n_out).astype(dtype))
     z = np.empty((batch, n_out), dtype)
-    y = z if name == "identity" else np.empty_like(z)
+    y = np.empty_like(z)
     dense.dense_forward(x, W, b, z, y, kind(name), a, n_threads)
+    y_inplace = np.empty_like(z)
+    dense.dense_forward(x, W, b, None, y_inplace, kind(name), a, n_threads)
+    np.testing.assert_array_equal(y_inplace, y)
     z_ref, y_ref = ref.dense_forward(x, W, b, name, a)
     scale = float((np.abs(x) @ np.abs(W)).max() + np.abs(b).max())
     assert_close(z, z_ref, dtype, scale=scale)
@@ -74,8 +86,14 @@ def test_dense_forward_backward(batch, n_in, n_out, name, dtype, n_threads):
 
     dy = rng.standard_normal((batch, n_out)).astype(dtype)
     dz_ref, dW_ref, db_ref, dx_ref = ref.dense_backward(x, W, z.astype(np.float64), dy, name, a)
+    if not act.input_needed(kind(name), a):
+        dy_copy, dW2, db2, dx2 = dy.copy(), np.empty_like(W), np.empty_like(b), np.empty_like(x)
+        dense.dense_backward(x, W, None, y, dy_copy, dW2, db2, dx2, kind(name), a, n_threads)
     dW, db, dx = np.empty_like(W), np.empty_like(b), np.empty_like(x)
     dense.dense_backward(x, W, z, y, dy, dW, db, dx, kind(name), a, n_threads)
+    if not act.input_needed(kind(name), a):
+        assert_close(dx2, dx, dtype, scale=float(np.abs(dx).max()), rtol=RTOL[dtype] * 10)
+        assert_close(dW2, dW, dtype, scale=float(np.abs(dW).max()), rtol=RTOL[dtype] * 10)
     gscale = float(np.abs(dy).max()) * max(batch, n_in, n_out)
     assert_close(dy, dz_ref, dtype, scale=1.0, rtol=RTOL[dtype] * (10 if dtype == np.float32 else 1e3))
     assert_close(dW, dW_ref, dtype, scale=gscale)

@@ -60,9 +60,35 @@ cdef inline floating act_derivative(floating z, floating y, int kind, floating a
     return 1
 
 
+cdef inline bint needs_input(int kind, double a) noexcept nogil:
+    """True when f'(z) cannot be recovered from y = f(z) alone (swish; negative slopes)."""
+    return kind == SWISH or ((kind == LEAKY_RELU or kind == ELU) and a < 0)
+
+
+cdef inline floating act_derivative_from_output(floating y, int kind, floating a) noexcept nogil:
+    """f'(z) written in terms of y = f(z), for every kind where needs_input() is False:
+    relu/leaky_relu/elu: z > 0 iff y > 0 (slope >= 0), elu' = y + alpha for z <= 0;
+    softplus' = sigmoid(beta z) = 1 - exp(-beta y); hard_tanh' = 1 iff -1 < y < 1."""
+    if kind == RELU:
+        return 1 if y > 0 else 0
+    elif kind == SIGMOID:
+        return y * (1 - y)
+    elif kind == TANH:
+        return 1 - y * y
+    elif kind == LEAKY_RELU:
+        return 1 if y > 0 else a
+    elif kind == ELU:
+        return 1 if y > 0 else y + a
+    elif kind == SOFTPLUS:
+        return -fexpm1(-a * y)
+    elif kind == HARD_TANH:
+        return 1 if (y > -1 and y < 1) else 0
+    return 1
+
+
 cdef inline void act_forward_n(const floating* z, floating* y, Py_ssize_t n,
                                int kind, floating a) noexcept nogil:
-    """y[i] = f(z[i]); the common kinds get their own branch-free loops."""
+    """y[i] = f(z[i]); y may be z. The common kinds get their own branch-free loops."""
     cdef Py_ssize_t i
     if kind == IDENTITY:
         if y != z:
@@ -76,9 +102,37 @@ cdef inline void act_forward_n(const floating* z, floating* y, Py_ssize_t n,
             y[i] = act_forward(z[i], kind, a)
 
 
+cdef inline void bias_act_n(floating* z, floating* y, const floating* b, Py_ssize_t rows,
+                            Py_ssize_t m, int kind, floating a) noexcept nogil:
+    """One pass over a row-major block: z[i, j] += b[j] (when z is kept) and
+    y[i, j] = f(z[i, j] + b[j]); with z == y the block is transformed in place."""
+    cdef Py_ssize_t i, j
+    cdef floating* zi
+    cdef floating* yi
+    cdef floating t
+    for i in range(rows):
+        zi = z + i * m
+        yi = y + i * m
+        if z != y:
+            for j in range(m):
+                zi[j] = zi[j] + b[j]
+            act_forward_n(zi, yi, m, kind, a)
+        elif kind == IDENTITY:
+            for j in range(m):
+                yi[j] = yi[j] + b[j]
+        elif kind == RELU:
+            for j in range(m):
+                t = yi[j] + b[j]
+                yi[j] = t if t > 0 else 0
+        else:
+            for j in range(m):
+                yi[j] = act_forward(yi[j] + b[j], kind, a)
+
+
 cdef inline void act_backward_n(const floating* z, const floating* y, const floating* dy,
                                 floating* dz, Py_ssize_t n, int kind, floating a) noexcept nogil:
-    """dz[i] = dy[i] * f'(z[i]); dz may alias dy."""
+    """dz[i] = dy[i] * f'(z[i]); dz may alias dy. z may be NULL when not needs_input(kind, a):
+    the derivative then comes from y alone."""
     cdef Py_ssize_t i
     if kind == IDENTITY:
         if dz != dy:
@@ -86,7 +140,10 @@ cdef inline void act_backward_n(const floating* z, const floating* y, const floa
                 dz[i] = dy[i]
     elif kind == RELU:
         for i in range(n):
-            dz[i] = dy[i] if z[i] > 0 else 0
+            dz[i] = dy[i] if y[i] > 0 else 0
+    elif z == NULL:
+        for i in range(n):
+            dz[i] = dy[i] * act_derivative_from_output(y[i], kind, a)
     else:
         for i in range(n):
             dz[i] = dy[i] * act_derivative(z[i], y[i], kind, a)

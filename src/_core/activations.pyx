@@ -11,6 +11,11 @@ KINDS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4,
 cdef Py_ssize_t MIN_BLOCK = 4096
 
 
+def input_needed(int kind, double a):
+    """True when the backward pass needs the activation's input, not only its output."""
+    return needs_input(kind, a)
+
+
 def activation_forward(const floating[::1] z, floating[::1] y, int kind, double a, int n_threads):
     """y = f(z) elementwise over flat (contiguous) arrays; y may be z."""
     cdef Py_ssize_t n = z.shape[0], lo, hi
@@ -21,15 +26,18 @@ def activation_forward(const floating[::1] z, floating[::1] y, int kind, double 
         act_forward_n(&z[lo], &y[lo], hi - lo, kind, <floating>a)
 
 
-def activation_backward(const floating[::1] z, const floating[::1] y, const floating[::1] dy,
-                        floating[::1] dz, int kind, double a, int n_threads):
-    """dz = dy * f'(z) elementwise (y = f(z) from the forward pass); dz may be dy."""
-    cdef Py_ssize_t n = z.shape[0], lo, hi
+def activation_backward(const floating[::1] y, const floating[::1] dy, floating[::1] dz,
+                        const floating[::1] z, int kind, double a, int n_threads):
+    """dz = dy * f'(z) elementwise (y = f(z) from the forward pass); dz may be dy.
+    z may be None when needs_input(kind, a) is False."""
+    cdef Py_ssize_t n = y.shape[0], lo, hi
     cdef int nb = n_blocks(n, n_threads, MIN_BLOCK), blk
+    cdef const floating* z_ptr = &z[0] if z is not None else NULL
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         lo = block_start(n, nb, blk)
         hi = block_start(n, nb, blk + 1)
-        act_backward_n(&z[lo], &y[lo], &dy[lo], &dz[lo], hi - lo, kind, <floating>a)
+        act_backward_n(z_ptr + lo if z_ptr != NULL else NULL, &y[lo], &dy[lo], &dz[lo],
+                       hi - lo, kind, <floating>a)
 
 
 cdef inline void softmax_row(const floating* z, floating* p, Py_ssize_t k) noexcept nogil:

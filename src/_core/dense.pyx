@@ -14,7 +14,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from ._blas cimport gemm
 from ._openmp cimport n_blocks, block_start
-from .activations cimport act_forward_n, act_backward_n
+from .activations cimport bias_act_n, act_backward_n
 
 # Smallest useful GEMM block: below this many rows (or dW columns) a split costs
 # more in BLAS packing than the second thread gains.
@@ -25,25 +25,21 @@ cdef Py_ssize_t MIN_COLS = 32
 cdef inline void _forward_block(const floating* x, const floating* w, const floating* b,
                                 floating* z, floating* y, int rows, int k, int m,
                                 int kind, floating a) noexcept nogil:
-    cdef Py_ssize_t i, j
-    cdef floating* zi
     gemm(False, False, rows, m, k, 1, x, k, w, m, 0, z, m)
-    for i in range(rows):
-        zi = z + i * m
-        for j in range(m):
-            zi[j] = zi[j] + b[j]
-    act_forward_n(z, y, <Py_ssize_t>rows * m, kind, a)
+    bias_act_n(z, y, b, rows, m, kind, a)
 
 
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
                   floating[:, ::1] z, floating[:, ::1] y, int kind, double a, int n_threads):
-    """z = x @ w + b and y = f(z); y may be z (identity activation)."""
+    """y = f(x @ w + b). z receives the pre-activation x @ w + b when given (needed by the
+    backward pass only when needs_input(kind, a)); z=None computes y in place."""
     cdef int n = x.shape[0], k = x.shape[1], m = w.shape[1], blk, r0, r1
     cdef int nb = n_blocks(n, n_threads, MIN_ROWS)
+    cdef floating* z_ptr = &z[0, 0] if z is not None else &y[0, 0]
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         r0 = block_start(n, nb, blk)
         r1 = block_start(n, nb, blk + 1)
-        _forward_block(&x[r0, 0], &w[0, 0], &b[0], &z[r0, 0], &y[r0, 0],
+        _forward_block(&x[r0, 0], &w[0, 0], &b[0], z_ptr + <Py_ssize_t>r0 * m, &y[r0, 0],
                        r1 - r0, k, m, kind, <floating>a)
 
 
@@ -64,6 +60,7 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
                    floating[:, ::1] dx, int kind, double a, int n_threads):
     """Gradients of a dense layer given dy = dL/dy; dy is overwritten by dL/dz.
 
+    z (the pre-activation) may be None when the derivative follows from y alone.
     dx may be None (first layer: the input gradient is not needed); dw and db may be None
     (frozen layer: only the input gradient is needed).
     """
@@ -71,10 +68,11 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
     cdef bint want_dx = dx is not None
     cdef int nb = n_blocks(n, n_threads, MIN_ROWS)
     cdef floating* dx_ptr = &dx[0, 0] if want_dx else NULL
+    cdef const floating* z_ptr = &z[0, 0] if z is not None else NULL
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         r0 = block_start(n, nb, blk)
         r1 = block_start(n, nb, blk + 1)
-        act_backward_n(&z[r0, 0], &y[r0, 0], &dy[r0, 0], &dy[r0, 0],
+        act_backward_n(z_ptr + <Py_ssize_t>r0 * m if z_ptr != NULL else NULL, &y[r0, 0], &dy[r0, 0], &dy[r0, 0],
                        <Py_ssize_t>(r1 - r0) * m, kind, <floating>a)
         if want_dx:
             gemm(False, True, r1 - r0, k, m, 1, &dy[r0, 0], m, &w[0, 0], m,

@@ -166,6 +166,8 @@ class Dense(Layer):
         self.out_features = check_number(out_features, "out_features", low=1, integer=True)
         self.activation, self._kind, self._a, self._act_config = resolve_activation(
             activation, activation_kwargs)
+        # the pre-activation z = x W + b is kept only when f' cannot be computed from f
+        self._keep_z = _act.input_needed(self._kind, self._a)
         self._init = _init.get(init, std)
         self.init = init if isinstance(init, str) else getattr(init, "__name__", "custom")
         self.std = std
@@ -197,8 +199,8 @@ class Dense(Layer):
 
     def forward(self, x, ctx):
         n = x.shape[0]
-        z = self._buffer("z", (n, self.out_features))
-        y = z if self._kind == 0 else self._buffer("y", (n, self.out_features))
+        y = self._buffer("y", (n, self.out_features))
+        z = self._buffer("z", (n, self.out_features)) if self._keep_z else None
         _dense.dense_forward(x, self.params["W"], self.params["b"], z, y,
                              self._kind, self._a, ctx.n_threads)
         self._x, self._z, self._y = x, z, y
@@ -245,8 +247,9 @@ class Activation(Layer):
 
     def backward(self, dy, ctx, need_dx):
         if need_dx and self._kind != 0:
-            _act.activation_backward(self._x.reshape(-1), self._y.reshape(-1), dy.reshape(-1),
-                                     dy.reshape(-1), self._kind, self._a, ctx.n_threads)
+            x = self._x.reshape(-1) if _act.input_needed(self._kind, self._a) else None
+            _act.activation_backward(self._y.reshape(-1), dy.reshape(-1), dy.reshape(-1), x,
+                                     self._kind, self._a, ctx.n_threads)
         return dy if need_dx else None
 
 
