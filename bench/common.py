@@ -9,7 +9,12 @@ import numpy as np
 
 
 def median_time(fn, repeat, warmup=3, min_time=0.2):
-    """Median seconds per call over `repeat` batches of calls (each batch lasts >= min_time / repeat)."""
+    """Median seconds per call over `repeat` batches of calls (each batch lasts >= min_time / repeat).
+
+    Sleeps first, so that another library's spinning worker threads (OpenBLAS, torch's
+    OpenMP) have gone idle and do not compete with the code being timed.
+    """
+    time.sleep(0.3)
     for _ in range(warmup):
         fn()
     t0 = time.perf_counter()

@@ -11,7 +11,7 @@ from cython.parallel cimport prange
 from libc.math cimport INFINITY, sqrt
 from libc.stdlib cimport malloc, free
 from ._math cimport fsqrt
-from ._openmp cimport n_blocks
+from ._openmp cimport n_blocks, block_start
 
 cdef Py_ssize_t MIN_ELEMENTS = 16384
 cdef Py_ssize_t CHUNK = 8192
@@ -20,11 +20,14 @@ cdef Py_ssize_t CHUNK = 8192
 cdef inline floating _condition(floating g, floating p, floating scale, floating clip,
                                 floating wd) noexcept nogil:
     g = g * scale
-    if g > clip:
-        g = clip
-    elif g < -clip:
-        g = -clip
+    g = clip if g > clip else g
+    g = -clip if g < -clip else g
     return g + wd * p
+
+
+# Every kernel splits [0, n) into one contiguous block per thread and runs a plain C loop
+# over each block (the *_block functions). Loops written directly in prange carry OpenMP
+# lastprivate clauses that keep gcc from vectorizing them.
 
 
 def sum_squares(const floating[::1] g, int n_threads):
@@ -47,31 +50,50 @@ def sum_squares(const floating[::1] g, int n_threads):
     return total
 
 
+
+cdef void _sgd_block(floating* p, const floating* g, floating* buf, Py_ssize_t n,
+                     floating lr, floating mu, floating damp, bint nesterov, bint first,
+                     floating scale, floating clip, floating wd) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi, bi
+    if buf == NULL:
+        for i in range(n):
+            p[i] = p[i] - lr * _condition(g[i], p[i], scale, clip, wd)
+        return
+    for i in range(n):
+        gi = _condition(g[i], p[i], scale, clip, wd)
+        bi = gi if first else mu * buf[i] + damp * gi
+        buf[i] = bi
+        p[i] = p[i] - lr * (gi + mu * bi if nesterov else bi)
+
+
 def sgd_step(floating[::1] p, const floating[::1] g, floating[::1] buf,
              double lr, double momentum, double dampening, bint nesterov,
              double weight_decay, bint first_step, double grad_scale, double clip_value,
              int n_threads):
     """torch.optim.SGD: b = g (first step) or mu b + (1 - dampening) g;
-    d = g + mu b (nesterov) or b; p -= lr d. Without momentum p -= lr g (buf may be None)."""
-    cdef Py_ssize_t i, n = p.shape[0]
-    cdef floating gi, bi
-    cdef floating flr = <floating>lr, mu = <floating>momentum, damp = <floating>(1 - dampening)
-    cdef floating scale = <floating>grad_scale, clip = <floating>clip_value, wd = <floating>weight_decay
-    cdef bint use_momentum = momentum != 0
-    cdef int nt = n_blocks(n, n_threads, MIN_ELEMENTS)
-    for i in prange(n, nogil=True, schedule='static', num_threads=nt):
+    d = g + mu b (nesterov) or b; p -= lr d. Without momentum p -= lr g (buf is None)."""
+    cdef Py_ssize_t n = p.shape[0], lo, hi
+    cdef int nb = n_blocks(n, n_threads, MIN_ELEMENTS), blk
+    cdef floating* bp = &buf[0] if buf is not None else NULL
+    for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
+        lo = block_start(n, nb, blk)
+        hi = block_start(n, nb, blk + 1)
+        _sgd_block(&p[lo], &g[lo], bp + lo if bp != NULL else NULL, hi - lo, <floating>lr,
+                   <floating>momentum, <floating>(1 - dampening), nesterov, first_step,
+                   <floating>grad_scale, <floating>clip_value, <floating>weight_decay)
+
+
+cdef void _adagrad_block(floating* p, const floating* g, floating* acc, Py_ssize_t n,
+                         floating lr, floating eps, floating scale, floating clip,
+                         floating wd) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi, si
+    for i in range(n):
         gi = _condition(g[i], p[i], scale, clip, wd)
-        if use_momentum:
-            if first_step:
-                bi = gi
-            else:
-                bi = mu * buf[i] + damp * gi
-            buf[i] = bi
-            if nesterov:
-                gi = gi + mu * bi
-            else:
-                gi = bi
-        p[i] = p[i] - flr * gi
+        si = acc[i] + gi * gi
+        acc[i] = si
+        p[i] = p[i] - lr * gi / (fsqrt(si) + eps)
 
 
 def adagrad_step(floating[::1] p, const floating[::1] g, floating[::1] acc,
@@ -79,16 +101,33 @@ def adagrad_step(floating[::1] p, const floating[::1] g, floating[::1] acc,
                  double grad_scale, double clip_value, int n_threads):
     """torch.optim.Adagrad: s += g^2; p -= clr * g / (sqrt(s) + eps),
     clr = lr / (1 + (t - 1) * lr_decay) computed by the caller."""
-    cdef Py_ssize_t i, n = p.shape[0]
-    cdef floating gi, si
-    cdef floating flr = <floating>clr, feps = <floating>eps
-    cdef floating scale = <floating>grad_scale, clip = <floating>clip_value, wd = <floating>weight_decay
-    cdef int nt = n_blocks(n, n_threads, MIN_ELEMENTS)
-    for i in prange(n, nogil=True, schedule='static', num_threads=nt):
+    cdef Py_ssize_t n = p.shape[0], lo, hi
+    cdef int nb = n_blocks(n, n_threads, MIN_ELEMENTS), blk
+    for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
+        lo = block_start(n, nb, blk)
+        hi = block_start(n, nb, blk + 1)
+        _adagrad_block(&p[lo], &g[lo], &acc[lo], hi - lo, <floating>clr, <floating>eps,
+                       <floating>grad_scale, <floating>clip_value, <floating>weight_decay)
+
+
+cdef void _rmsprop_block(floating* p, const floating* g, floating* sq, floating* gavg,
+                         floating* buf, Py_ssize_t n, floating lr, floating a, floating eps,
+                         floating mu, floating scale, floating clip, floating wd) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi, vi, ga, d
+    for i in range(n):
         gi = _condition(g[i], p[i], scale, clip, wd)
-        si = acc[i] + gi * gi
-        acc[i] = si
-        p[i] = p[i] - flr * gi / (fsqrt(si) + feps)
+        vi = a * sq[i] + (1 - a) * gi * gi
+        sq[i] = vi
+        if gavg != NULL:
+            ga = a * gavg[i] + (1 - a) * gi
+            gavg[i] = ga
+            vi = vi - ga * ga
+        d = gi / (fsqrt(vi) + eps)
+        if buf != NULL:
+            d = mu * buf[i] + d
+            buf[i] = d
+        p[i] = p[i] - lr * d
 
 
 def rmsprop_step(floating[::1] p, const floating[::1] g, floating[::1] square_avg,
@@ -98,27 +137,36 @@ def rmsprop_step(floating[::1] p, const floating[::1] g, floating[::1] square_av
     """torch.optim.RMSprop: v = a v + (1 - a) g^2; centered: gbar = a gbar + (1 - a) g,
     v~ = v - gbar^2; d = g / (sqrt(v~) + eps); momentum: b = mu b + d, p -= lr b; else p -= lr d.
     grad_avg is None unless centered, buf is None unless momentum > 0."""
-    cdef Py_ssize_t i, n = p.shape[0]
-    cdef floating gi, vi, ga, denom, bi
-    cdef floating flr = <floating>lr, a = <floating>alpha, feps = <floating>eps, mu = <floating>momentum
-    cdef floating scale = <floating>grad_scale, clip = <floating>clip_value, wd = <floating>weight_decay
-    cdef bint centered = grad_avg is not None, use_momentum = buf is not None
-    cdef int nt = n_blocks(n, n_threads, MIN_ELEMENTS)
-    for i in prange(n, nogil=True, schedule='static', num_threads=nt):
-        gi = _condition(g[i], p[i], scale, clip, wd)
-        vi = a * square_avg[i] + (1 - a) * gi * gi
-        square_avg[i] = vi
-        if centered:
-            ga = a * grad_avg[i] + (1 - a) * gi
-            grad_avg[i] = ga
-            vi = vi - ga * ga
-        denom = fsqrt(vi) + feps
-        if use_momentum:
-            bi = mu * buf[i] + gi / denom
-            buf[i] = bi
-            p[i] = p[i] - flr * bi
-        else:
-            p[i] = p[i] - flr * gi / denom
+    cdef Py_ssize_t n = p.shape[0], lo, hi
+    cdef int nb = n_blocks(n, n_threads, MIN_ELEMENTS), blk
+    cdef floating* ga = &grad_avg[0] if grad_avg is not None else NULL
+    cdef floating* bp = &buf[0] if buf is not None else NULL
+    for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
+        lo = block_start(n, nb, blk)
+        hi = block_start(n, nb, blk + 1)
+        _rmsprop_block(&p[lo], &g[lo], &square_avg[lo], ga + lo if ga != NULL else NULL,
+                       bp + lo if bp != NULL else NULL, hi - lo, <floating>lr, <floating>alpha,
+                       <floating>eps, <floating>momentum, <floating>grad_scale,
+                       <floating>clip_value, <floating>weight_decay)
+
+
+cdef void _adam_block(floating* p, const floating* g, floating* m, floating* v, floating* vmax,
+                      Py_ssize_t n, floating b1, floating b2, floating eps, floating step_size,
+                      floating inv_bc2_sqrt, floating shrink, floating scale, floating clip,
+                      floating wd) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi, mi, vi, pi
+    for i in range(n):
+        pi = p[i]
+        gi = _condition(g[i], pi, scale, clip, wd)
+        mi = b1 * m[i] + (1 - b1) * gi
+        vi = b2 * v[i] + (1 - b2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        if vmax != NULL:
+            vi = vmax[i] if vmax[i] > vi else vi
+            vmax[i] = vi
+        p[i] = pi * shrink - step_size * mi / (fsqrt(vi) * inv_bc2_sqrt + eps)
 
 
 def adam_step(floating[::1] p, const floating[::1] g, floating[::1] m, floating[::1] v,
@@ -130,28 +178,37 @@ def adam_step(floating[::1] p, const floating[::1] g, floating[::1] m, floating[
     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
     decoupled=True (AdamW) shrinks p by (1 - lr * weight_decay) instead of adding wd * p to g.
     v_max is None unless amsgrad."""
-    cdef Py_ssize_t i, n = p.shape[0]
-    cdef floating gi, mi, vi, pi
-    cdef floating b1 = <floating>beta1, b2 = <floating>beta2, feps = <floating>eps
+    cdef Py_ssize_t n = p.shape[0], lo, hi
+    cdef int nb = n_blocks(n, n_threads, MIN_ELEMENTS), blk
+    cdef floating* vm = &v_max[0] if v_max is not None else NULL
     cdef floating step_size = <floating>(lr / (1 - beta1 ** step))
     cdef floating inv_bc2_sqrt = <floating>(1 / sqrt(1 - beta2 ** step))
     cdef floating shrink = <floating>(1 - lr * weight_decay) if decoupled else 1
-    cdef floating scale = <floating>grad_scale, clip = <floating>clip_value
     cdef floating wd = 0 if decoupled else <floating>weight_decay
-    cdef bint amsgrad = v_max is not None
-    cdef int nt = n_blocks(n, n_threads, MIN_ELEMENTS)
-    for i in prange(n, nogil=True, schedule='static', num_threads=nt):
-        pi = p[i]
-        gi = _condition(g[i], pi, scale, clip, wd)
+    for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
+        lo = block_start(n, nb, blk)
+        hi = block_start(n, nb, blk + 1)
+        _adam_block(&p[lo], &g[lo], &m[lo], &v[lo], vm + lo if vm != NULL else NULL, hi - lo,
+                    <floating>beta1, <floating>beta2, <floating>eps, step_size, inv_bc2_sqrt,
+                    shrink, <floating>grad_scale, <floating>clip_value, wd)
+
+
+cdef void _radam_block(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n,
+                       floating b1, floating b2, floating eps, floating step_size,
+                       floating adapt, bint rectify, floating scale, floating clip,
+                       floating wd) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi, mi, vi
+    for i in range(n):
+        gi = _condition(g[i], p[i], scale, clip, wd)
         mi = b1 * m[i] + (1 - b1) * gi
         vi = b2 * v[i] + (1 - b2) * gi * gi
         m[i] = mi
         v[i] = vi
-        if amsgrad:
-            if v_max[i] > vi:
-                vi = v_max[i]
-            v_max[i] = vi
-        p[i] = pi * shrink - step_size * mi / (fsqrt(vi) * inv_bc2_sqrt + feps)
+        if rectify:
+            p[i] = p[i] - step_size * mi * adapt / (fsqrt(vi) + eps)
+        else:
+            p[i] = p[i] - step_size * mi
 
 
 def radam_step(floating[::1] p, const floating[::1] g, floating[::1] m, floating[::1] v,
@@ -162,31 +219,45 @@ def radam_step(floating[::1] p, const floating[::1] g, floating[::1] m, floating
     p -= lr * m / (1 - b1^t) * r_t * sqrt(1 - b2^t) / (sqrt(v) + eps), with the rectifier
     r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t));
     otherwise p -= lr * m / (1 - b1^t)."""
-    cdef Py_ssize_t i, n = p.shape[0]
-    cdef floating gi, mi, vi
+    cdef Py_ssize_t n = p.shape[0], lo, hi
+    cdef int nb = n_blocks(n, n_threads, MIN_ELEMENTS), blk
     cdef double bc1 = 1 - beta1 ** step, bc2 = 1 - beta2 ** step
     cdef double rho_inf = 2 / (1 - beta2) - 1
     cdef double rho_t = rho_inf - 2 * step * beta2 ** step / bc2
     cdef bint rectify = rho_t > 5
-    cdef floating b1 = <floating>beta1, b2 = <floating>beta2, feps = <floating>eps
     cdef floating step_size = <floating>(lr / bc1)
     cdef floating adapt = 0
-    cdef floating scale = <floating>grad_scale, clip = <floating>clip_value, wd = <floating>weight_decay
-    cdef int nt = n_blocks(n, n_threads, MIN_ELEMENTS)
     if rectify:
         step_size = <floating>(lr / bc1 * sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
                                                / ((rho_inf - 4) * (rho_inf - 2) * rho_t)))
         adapt = <floating>sqrt(bc2)
-    for i in prange(n, nogil=True, schedule='static', num_threads=nt):
-        gi = _condition(g[i], p[i], scale, clip, wd)
+    for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
+        lo = block_start(n, nb, blk)
+        hi = block_start(n, nb, blk + 1)
+        _radam_block(&p[lo], &g[lo], &m[lo], &v[lo], hi - lo, <floating>beta1, <floating>beta2,
+                     <floating>eps, step_size, adapt, rectify, <floating>grad_scale,
+                     <floating>clip_value, <floating>weight_decay)
+
+
+cdef void _adan_block(floating* p, const floating* g, floating* m, floating* nd, floating* v,
+                      floating* prev, Py_ssize_t n, floating b1, floating b2, floating b3,
+                      floating eps, floating inv_bc1, floating inv_bc2, floating inv_bc3_sqrt,
+                      floating lr, floating prox, bint first, floating scale,
+                      floating clip) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi, di, mi, ni, vi, ui
+    for i in range(n):
+        gi = _condition(g[i], p[i], scale, clip, 0)
+        di = 0 if first else gi - prev[i]
+        prev[i] = gi
         mi = b1 * m[i] + (1 - b1) * gi
-        vi = b2 * v[i] + (1 - b2) * gi * gi
+        ni = b2 * nd[i] + (1 - b2) * di
+        ui = gi + b2 * di
+        vi = b3 * v[i] + (1 - b3) * ui * ui
         m[i] = mi
+        nd[i] = ni
         v[i] = vi
-        if rectify:
-            p[i] = p[i] - step_size * mi * adapt / (fsqrt(vi) + feps)
-        else:
-            p[i] = p[i] - step_size * mi
+        p[i] = prox * (p[i] - lr * (mi * inv_bc1 + b2 * ni * inv_bc2) / (fsqrt(vi) * inv_bc3_sqrt + eps))
 
 
 def adan_step(floating[::1] p, const floating[::1] g, floating[::1] m, floating[::1] n_diff,
@@ -198,25 +269,14 @@ def adan_step(floating[::1] p, const floating[::1] g, floating[::1] m, floating[
     m = b1 m + (1 - b1) g;  n = b2 n + (1 - b2) d;  v = b3 v + (1 - b3) (g + b2 d)^2;
     u = (m / (1 - b1^t) + b2 n / (1 - b2^t)) / (sqrt(v / (1 - b3^t)) + eps);
     p = (p - lr u) / (1 + lr wd)   (the reference's default proximal weight decay)."""
-    cdef Py_ssize_t i, nn = p.shape[0]
-    cdef floating gi, di, mi, ni, vi, ui
-    cdef floating b1 = <floating>beta1, b2 = <floating>beta2, b3 = <floating>beta3, feps = <floating>eps
-    cdef floating inv_bc1 = <floating>(1 / (1 - beta1 ** step))
-    cdef floating inv_bc2 = <floating>(1 / (1 - beta2 ** step))
-    cdef floating inv_bc3_sqrt = <floating>(1 / sqrt(1 - beta3 ** step))
-    cdef floating flr = <floating>lr, prox = <floating>(1 / (1 + lr * weight_decay))
-    cdef floating scale = <floating>grad_scale, clip = <floating>clip_value
-    cdef bint first = step == 1
-    cdef int nt = n_blocks(nn, n_threads, MIN_ELEMENTS)
-    for i in prange(nn, nogil=True, schedule='static', num_threads=nt):
-        gi = _condition(g[i], p[i], scale, clip, 0)
-        di = 0 if first else gi - prev_g[i]
-        prev_g[i] = gi
-        mi = b1 * m[i] + (1 - b1) * gi
-        ni = b2 * n_diff[i] + (1 - b2) * di
-        ui = gi + b2 * di
-        vi = b3 * v[i] + (1 - b3) * ui * ui
-        m[i] = mi
-        n_diff[i] = ni
-        v[i] = vi
-        p[i] = prox * (p[i] - flr * (mi * inv_bc1 + b2 * ni * inv_bc2) / (fsqrt(vi) * inv_bc3_sqrt + feps))
+    cdef Py_ssize_t n = p.shape[0], lo, hi
+    cdef int nb = n_blocks(n, n_threads, MIN_ELEMENTS), blk
+    for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
+        lo = block_start(n, nb, blk)
+        hi = block_start(n, nb, blk + 1)
+        _adan_block(&p[lo], &g[lo], &m[lo], &n_diff[lo], &v[lo], &prev_g[lo], hi - lo,
+                    <floating>beta1, <floating>beta2, <floating>beta3, <floating>eps,
+                    <floating>(1 / (1 - beta1 ** step)), <floating>(1 / (1 - beta2 ** step)),
+                    <floating>(1 / sqrt(1 - beta3 ** step)), <floating>lr,
+                    <floating>(1 / (1 + lr * weight_decay)), step == 1,
+                    <floating>grad_scale, <floating>clip_value)
