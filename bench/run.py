@@ -132,7 +132,9 @@ def main(argv=None):
     payload = {"environment": environment(), "steps": rows}
     if args.e2e:
         from e2e import run_e2e
+        from e2e import report as e2e_report
         payload["e2e"] = run_e2e(quick=args.quick)
+        print(e2e_report(payload["e2e"]))
     write_json(args.out, payload)
     missed = [r for r in rows if not r["targets_met"]]
     print(f"\n{len(rows) - len(missed)} of {len(rows)} configurations meet their targets"

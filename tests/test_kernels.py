@@ -276,3 +276,33 @@ def test_elementwise_extreme_logits(name, dtype):
     assert np.isfinite(value)
     assert_close(value, v_ref, dtype, scale=max(abs(v_ref), 1.0))
     assert_close(grad, g_ref, dtype, scale=float(np.abs(g_ref).max()))
+
+
+# ---- array helpers ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 7, 4096, 4097, 100003])
+def test_all_finite(n, dtype):
+    from fastnn._core.arrays import all_finite
+
+    x = np.random.default_rng(n).standard_normal(n).astype(dtype)
+    assert all_finite(readonly(x))
+    for bad in (np.nan, np.inf, -np.inf):
+        for pos in {0, n // 2, n - 1}:
+            y = x.copy()
+            y[pos] = bad
+            assert not all_finite(y)
+    big = np.full(n, np.finfo(dtype).max, dtype)
+    assert all_finite(big)
+
+
+@pytest.mark.parametrize("n_rows,width", [(1, 1), (7, 3), (300, 257)])
+def test_gather_rows(n_rows, width, dtype, n_threads):
+    from fastnn._core.arrays import gather_rows
+
+    rng = np.random.default_rng(width)
+    src = readonly(rng.standard_normal((500, width)).astype(dtype))
+    rows = rng.integers(0, 500, n_rows).astype(np.int64)
+    dst = np.empty((n_rows, width), dtype)
+    gather_rows(src, rows, dst, n_threads)
+    np.testing.assert_array_equal(dst, src[rows])

@@ -8,6 +8,7 @@ import numpy as np
 
 from ._core import activations as _act
 from ._core import losses as _kernels
+from .threads import get_num_threads
 from ._validation import check_number
 
 __all__ = ["get", "NAMES", "SoftmaxCrossEntropy", "BinaryCrossEntropy", "MSE", "MAE", "Huber", "Hinge"]
@@ -130,7 +131,7 @@ class SoftmaxCrossEntropy(Loss):
 
     def link(self, out):
         p = np.empty_like(out)
-        _act.softmax(np.ascontiguousarray(out), p, 1)
+        _act.softmax(np.ascontiguousarray(out), p, get_num_threads())
         return p
 
     def correct(self, out, targets):

@@ -11,7 +11,7 @@ from . import optim as _optim
 from .callbacks import Callback, History
 from .layers import BatchNorm, Layer
 from .threads import blas_single_threaded, get_num_threads
-from ._core.arrays import all_finite
+from ._core.arrays import all_finite, gather_rows
 from ._validation import check_dtype, check_matrix, check_number
 
 __all__ = ["Sequential"]
@@ -304,28 +304,21 @@ class Sequential:
                 cb.on_train_begin({})
         rng = np.random.default_rng([self.seed, self._fits])
         self._fits += 1
-        Xs, ts = (np.empty_like(X), np.empty_like(targets)) if shuffle else (X, targets)
-        ws = np.empty_like(w) if (shuffle and w is not None) else w
+        batches = _Batches(X, targets, w, batch_size)
         interrupted = _InterruptFlag()
         with interrupted, blas_single_threaded:
             for epoch in range(epochs):
                 for cb in callbacks:
                     if hasattr(cb, "on_epoch_begin"):
                         cb.on_epoch_begin(epoch, {})
-                if shuffle:
-                    perm = rng.permutation(n)
-                    np.take(X, perm, axis=0, out=Xs)
-                    np.take(targets, perm, axis=0, out=ts)
-                    if w is not None:
-                        np.take(w, perm, axis=0, out=ws)
+                order = rng.permutation(n) if shuffle else None
                 snapshot = self.parameters.copy()
                 bar = tqdm(total=n, desc=f"Epoch {epoch + 1}/{epochs}", unit="sample", unit_scale=True,
                            leave=True, dynamic_ncols=True) if verbose == 1 else None
                 loss_sum, correct, seen = 0.0, 0.0, 0
                 started = time.perf_counter()
                 for start in range(0, n, batch_size):
-                    xb, tb = Xs[start:start + batch_size], ts[start:start + batch_size]
-                    wb = None if ws is None else ws[start:start + batch_size]
+                    xb, tb, wb = batches.get(order, start, get_num_threads())
                     loss, out = self._loss_and_backward(xb, tb, wb, self._context(True, True))
                     if not math.isfinite(loss):
                         self._diverged(loss, epoch, start // batch_size, snapshot, bar)
@@ -438,6 +431,41 @@ class Sequential:
 
     def __repr__(self):
         return f"Sequential({len(self.layers)} layers, {self.count_params():,} parameters, loss={self.loss.name!r})"
+
+
+class _Batches:
+    """Minibatches of (X, targets, sample_weight) in a given order, gathered into reused buffers
+    (one row copy per sample per epoch, no allocation per step); without an order, the batches
+    are views of consecutive rows."""
+
+    def __init__(self, X, targets, w, batch_size):
+        self.X, self.targets, self.w, self.batch_size = X, targets, w, batch_size
+        self._buffers = {}
+
+    def _buffers_for(self, size):
+        bufs = self._buffers.get(size)
+        if bufs is None:
+            bufs = self._buffers[size] = (
+                np.empty((size, self.X.shape[1]), self.X.dtype),
+                np.empty((size,) + self.targets.shape[1:], self.targets.dtype),
+                None if self.w is None else np.empty(size, self.w.dtype))
+        return bufs
+
+    def get(self, order, start, n_threads):
+        stop = start + self.batch_size
+        if order is None:
+            return (self.X[start:stop], self.targets[start:stop],
+                    None if self.w is None else self.w[start:stop])
+        rows = order[start:stop]
+        xb, tb, wb = self._buffers_for(len(rows))
+        gather_rows(self.X, rows, xb, n_threads)
+        if tb.ndim == 2:
+            gather_rows(self.targets, rows, tb, n_threads)
+        else:
+            np.take(self.targets, rows, out=tb)
+        if wb is not None:
+            np.take(self.w, rows, out=wb)
+        return xb, tb, wb
 
 
 class _InterruptFlag:
