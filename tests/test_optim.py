@@ -202,3 +202,17 @@ def test_params_and_grads_must_match():
     with pytest.raises(ValueError, match="C-contiguous"):
         opt.step([np.zeros((3, 4))[:, ::2]], [np.zeros((3, 2))])
     np.testing.assert_array_equal(p, 0)
+
+
+def test_denormal_state_is_flushed_and_the_callers_mode_restored():
+    """Kernels run with flush-to-zero (denormals cost a microcode assist per operation);
+    the calling thread's floating-point mode is left as it was."""
+    tiny = np.float32(1e-39)                     # a float32 denormal
+    p = np.ones(100_000, np.float32)
+    m = np.full_like(p, tiny)
+    v = np.ones_like(p)
+    from fastnn._core import optim as kernels
+    kernels.adam_step(p, np.zeros_like(p), m, v, None, 1e-3, 0.9, 0.999, 1e-8, 0.0, False, 1000,
+                      1.0, np.inf, 1)
+    assert not m.any()                           # 0.9 * denormal flushed to 0
+    assert np.float32(1e-39) * np.float32(1.0) != 0   # numpy still sees denormals

@@ -13,7 +13,7 @@ in one fixed order, whatever the thread count.
 from cython cimport floating
 from cython.parallel cimport prange
 from ._blas cimport gemm
-from ._openmp cimport n_blocks, block_start
+from ._openmp cimport n_blocks, block_start, flush_denormals, restore_denormals
 from .activations cimport bias_act_n, act_backward_n
 
 # Smallest useful GEMM block: below this many rows (or dW columns) a split costs
@@ -35,12 +35,15 @@ def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floa
     backward pass only when needs_input(kind, a)); z=None computes y in place."""
     cdef int n = x.shape[0], k = x.shape[1], m = w.shape[1], blk, r0, r1
     cdef int nb = n_blocks(n, n_threads, MIN_ROWS)
+    cdef unsigned int csr
     cdef floating* z_ptr = &z[0, 0] if z is not None else &y[0, 0]
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         r0 = block_start(n, nb, blk)
         r1 = block_start(n, nb, blk + 1)
+        csr = flush_denormals()
         _forward_block(&x[r0, 0], &w[0, 0], &b[0], z_ptr + <Py_ssize_t>r0 * m, &y[r0, 0],
                        r1 - r0, k, m, kind, <floating>a)
+        restore_denormals(csr)
 
 
 cdef inline void _column_sums(const floating* d, floating* out, int n, int m,
@@ -67,21 +70,26 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
     cdef int n = x.shape[0], k = x.shape[1], m = w.shape[1], blk, r0, r1, c0, c1
     cdef bint want_dx = dx is not None
     cdef int nb = n_blocks(n, n_threads, MIN_ROWS)
+    cdef unsigned int csr
     cdef floating* dx_ptr = &dx[0, 0] if want_dx else NULL
     cdef const floating* z_ptr = &z[0, 0] if z is not None else NULL
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         r0 = block_start(n, nb, blk)
         r1 = block_start(n, nb, blk + 1)
+        csr = flush_denormals()
         act_backward_n(z_ptr + <Py_ssize_t>r0 * m if z_ptr != NULL else NULL, &y[r0, 0], &dy[r0, 0], &dy[r0, 0],
                        <Py_ssize_t>(r1 - r0) * m, kind, <floating>a)
         if want_dx:
             gemm(False, True, r1 - r0, k, m, 1, &dy[r0, 0], m, &w[0, 0], m,
                  0, dx_ptr + <Py_ssize_t>r0 * k, k)
+        restore_denormals(csr)
     if dw is None:
         return
     nb = n_blocks(m, n_threads, MIN_COLS)
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         c0 = block_start(m, nb, blk)
         c1 = block_start(m, nb, blk + 1)
+        csr = flush_denormals()
         gemm(True, False, k, c1 - c0, n, 1, &x[0, 0], k, &dy[0, c0], m, 0, &dw[0, c0], m)
         _column_sums(&dy[0, 0], &db[0], n, m, c0, c1)
+        restore_denormals(csr)

@@ -11,7 +11,7 @@ from cython.parallel cimport prange
 from libc.math cimport INFINITY, sqrt
 from libc.stdlib cimport malloc, free
 from ._math cimport fsqrt
-from ._openmp cimport n_blocks, block_start
+from ._openmp cimport n_blocks, block_start, flush_denormals, restore_denormals
 
 cdef Py_ssize_t MIN_ELEMENTS = 16384
 cdef Py_ssize_t CHUNK = 8192
@@ -75,13 +75,16 @@ def sgd_step(floating[::1] p, const floating[::1] g, floating[::1] buf,
     d = g + mu b (nesterov) or b; p -= lr d. Without momentum p -= lr g (buf is None)."""
     cdef Py_ssize_t n = p.shape[0], lo, hi
     cdef int nb = n_blocks(n, n_threads, MIN_ELEMENTS), blk
+    cdef unsigned int csr
     cdef floating* bp = &buf[0] if buf is not None else NULL
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         lo = block_start(n, nb, blk)
         hi = block_start(n, nb, blk + 1)
+        csr = flush_denormals()
         _sgd_block(&p[lo], &g[lo], bp + lo if bp != NULL else NULL, hi - lo, <floating>lr,
                    <floating>momentum, <floating>(1 - dampening), nesterov, first_step,
                    <floating>grad_scale, <floating>clip_value, <floating>weight_decay)
+        restore_denormals(csr)
 
 
 cdef void _adagrad_block(floating* p, const floating* g, floating* acc, Py_ssize_t n,
@@ -103,11 +106,14 @@ def adagrad_step(floating[::1] p, const floating[::1] g, floating[::1] acc,
     clr = lr / (1 + (t - 1) * lr_decay) computed by the caller."""
     cdef Py_ssize_t n = p.shape[0], lo, hi
     cdef int nb = n_blocks(n, n_threads, MIN_ELEMENTS), blk
+    cdef unsigned int csr
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         lo = block_start(n, nb, blk)
         hi = block_start(n, nb, blk + 1)
+        csr = flush_denormals()
         _adagrad_block(&p[lo], &g[lo], &acc[lo], hi - lo, <floating>clr, <floating>eps,
                        <floating>grad_scale, <floating>clip_value, <floating>weight_decay)
+        restore_denormals(csr)
 
 
 cdef void _rmsprop_block(floating* p, const floating* g, floating* sq, floating* gavg,
@@ -139,15 +145,18 @@ def rmsprop_step(floating[::1] p, const floating[::1] g, floating[::1] square_av
     grad_avg is None unless centered, buf is None unless momentum > 0."""
     cdef Py_ssize_t n = p.shape[0], lo, hi
     cdef int nb = n_blocks(n, n_threads, MIN_ELEMENTS), blk
+    cdef unsigned int csr
     cdef floating* ga = &grad_avg[0] if grad_avg is not None else NULL
     cdef floating* bp = &buf[0] if buf is not None else NULL
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         lo = block_start(n, nb, blk)
         hi = block_start(n, nb, blk + 1)
+        csr = flush_denormals()
         _rmsprop_block(&p[lo], &g[lo], &square_avg[lo], ga + lo if ga != NULL else NULL,
                        bp + lo if bp != NULL else NULL, hi - lo, <floating>lr, <floating>alpha,
                        <floating>eps, <floating>momentum, <floating>grad_scale,
                        <floating>clip_value, <floating>weight_decay)
+        restore_denormals(csr)
 
 
 cdef void _adam_block(floating* p, const floating* g, floating* m, floating* v, floating* vmax,
@@ -180,6 +189,7 @@ def adam_step(floating[::1] p, const floating[::1] g, floating[::1] m, floating[
     v_max is None unless amsgrad."""
     cdef Py_ssize_t n = p.shape[0], lo, hi
     cdef int nb = n_blocks(n, n_threads, MIN_ELEMENTS), blk
+    cdef unsigned int csr
     cdef floating* vm = &v_max[0] if v_max is not None else NULL
     cdef floating step_size = <floating>(lr / (1 - beta1 ** step))
     cdef floating inv_bc2_sqrt = <floating>(1 / sqrt(1 - beta2 ** step))
@@ -188,9 +198,11 @@ def adam_step(floating[::1] p, const floating[::1] g, floating[::1] m, floating[
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         lo = block_start(n, nb, blk)
         hi = block_start(n, nb, blk + 1)
+        csr = flush_denormals()
         _adam_block(&p[lo], &g[lo], &m[lo], &v[lo], vm + lo if vm != NULL else NULL, hi - lo,
                     <floating>beta1, <floating>beta2, <floating>eps, step_size, inv_bc2_sqrt,
                     shrink, <floating>grad_scale, <floating>clip_value, wd)
+        restore_denormals(csr)
 
 
 cdef void _radam_block(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n,
@@ -221,6 +233,7 @@ def radam_step(floating[::1] p, const floating[::1] g, floating[::1] m, floating
     otherwise p -= lr * m / (1 - b1^t)."""
     cdef Py_ssize_t n = p.shape[0], lo, hi
     cdef int nb = n_blocks(n, n_threads, MIN_ELEMENTS), blk
+    cdef unsigned int csr
     cdef double bc1 = 1 - beta1 ** step, bc2 = 1 - beta2 ** step
     cdef double rho_inf = 2 / (1 - beta2) - 1
     cdef double rho_t = rho_inf - 2 * step * beta2 ** step / bc2
@@ -234,9 +247,11 @@ def radam_step(floating[::1] p, const floating[::1] g, floating[::1] m, floating
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         lo = block_start(n, nb, blk)
         hi = block_start(n, nb, blk + 1)
+        csr = flush_denormals()
         _radam_block(&p[lo], &g[lo], &m[lo], &v[lo], hi - lo, <floating>beta1, <floating>beta2,
                      <floating>eps, step_size, adapt, rectify, <floating>grad_scale,
                      <floating>clip_value, <floating>weight_decay)
+        restore_denormals(csr)
 
 
 cdef void _adan_block(floating* p, const floating* g, floating* m, floating* nd, floating* v,
@@ -271,12 +286,15 @@ def adan_step(floating[::1] p, const floating[::1] g, floating[::1] m, floating[
     p = (p - lr u) / (1 + lr wd)   (the reference's default proximal weight decay)."""
     cdef Py_ssize_t n = p.shape[0], lo, hi
     cdef int nb = n_blocks(n, n_threads, MIN_ELEMENTS), blk
+    cdef unsigned int csr
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         lo = block_start(n, nb, blk)
         hi = block_start(n, nb, blk + 1)
+        csr = flush_denormals()
         _adan_block(&p[lo], &g[lo], &m[lo], &n_diff[lo], &v[lo], &prev_g[lo], hi - lo,
                     <floating>beta1, <floating>beta2, <floating>beta3, <floating>eps,
                     <floating>(1 / (1 - beta1 ** step)), <floating>(1 / (1 - beta2 ** step)),
                     <floating>(1 / sqrt(1 - beta3 ** step)), <floating>lr,
                     <floating>(1 / (1 + lr * weight_decay)), step == 1,
                     <floating>grad_scale, <floating>clip_value)
+        restore_denormals(csr)
