@@ -468,3 +468,17 @@ def test_design_contract_example_runs():
     loss, grads = model.loss_and_gradients(X, y)
     assert len(grads) == len(W)
     assert isinstance(model.train_step(X, y), float)
+
+
+def test_pickle_round_trip_keeps_flat_buffer_views():
+    import pickle
+
+    X, y = blobs()
+    model = small_model()
+    model.fit(X, y, epochs=2, verbose=0)
+    clone = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(clone.predict(X), model.predict(X))
+    assert np.shares_memory(clone.layers[0].params["W"], clone.parameters)
+    model.fit(X, y, epochs=1, verbose=0)
+    clone.fit(X, y, epochs=1, verbose=0)
+    np.testing.assert_array_equal(clone.parameters, model.parameters)

@@ -10,7 +10,7 @@ from . import __version__
 from . import layers as _layers
 from . import optim as _optim
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "to_arrays", "from_arrays"]
 
 _FORMAT = "fastnn-model"
 _FORMAT_VERSION = 1
@@ -21,11 +21,9 @@ def _layer_classes():
             if isinstance(cls, type) and issubclass(cls, _layers.Layer) and cls is not _layers.Layer}
 
 
-def save(model, path):
-    """Write the model (architecture, weights, layer state, loss, optimizer and its state,
-    classes) to `path` atomically: a temporary file in the same directory, then a rename."""
-    path = os.fspath(path)
-    arrays = {"parameters": model.parameters}
+def to_arrays(model):
+    """Everything that defines the model as a dict of arrays (the JSON config as bytes)."""
+    arrays = {"parameters": model.parameters.copy()}
     state = model.optimizer.state_dict()
     for i, buffer in enumerate(state["buffers"]):
         for name, value in buffer.items():
@@ -39,6 +37,14 @@ def save(model, path):
               "model": model.get_config(), "optimizer_steps": state["t"],
               "optimizer_buffers": len(state["buffers"]), "steps": model._steps, "fits": model._fits}
     arrays["config"] = np.frombuffer(json.dumps(config).encode("utf-8"), dtype=np.uint8)
+    return arrays
+
+
+def save(model, path):
+    """Write the model (architecture, weights, layer state, loss, optimizer and its state,
+    classes) to `path` atomically: a temporary file in the same directory, then a rename."""
+    path = os.fspath(path)
+    arrays = to_arrays(model)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".fastnn-", suffix=".npz.tmp")
     try:
@@ -53,8 +59,6 @@ def save(model, path):
 def load(path):
     """Rebuild a model saved by save(): identical predictions, and training resumes with the
     same optimizer state. Raises ValueError for truncated, tampered or foreign files."""
-    from .model import Sequential
-
     path = os.fspath(path)
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -63,6 +67,17 @@ def load(path):
         if isinstance(exc, FileNotFoundError):
             raise
         raise ValueError(f"{path} is not a readable fastnn model file (truncated or not an .npz): {exc}") from None
+    try:
+        return from_arrays(arrays)
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a valid fastnn model file: {exc}") from None
+
+
+def from_arrays(arrays):
+    """Rebuild a model from to_arrays() output (raises ValueError when it is inconsistent)."""
+    from .model import Sequential
+
+    arrays = dict(arrays)
     try:
         config = json.loads(arrays.pop("config").tobytes().decode("utf-8"))
         if config.get("format") != _FORMAT:
@@ -104,5 +119,5 @@ def load(path):
         if arrays:
             raise ValueError(f"unexpected arrays {sorted(arrays)}")
     except (KeyError, TypeError, ValueError, IndexError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not a valid fastnn model file: {exc}") from None
+        raise ValueError(str(exc)) from None
     return model

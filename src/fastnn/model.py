@@ -429,6 +429,12 @@ class Sequential:
                 "optimizer": {"name": self.optimizer.name, **self.optimizer.hyperparameters()},
                 "dtype": np.dtype(self.dtype).name, "seed": self.seed, "input_dim": self.input_dim}
 
+    def __reduce__(self):
+        """Pickle through the same arrays + JSON config as fnn.save (views are rebuilt on load)."""
+        from .io import from_arrays, to_arrays
+
+        return from_arrays, (to_arrays(self),)
+
     def __repr__(self):
         return f"Sequential({len(self.layers)} layers, {self.count_params():,} parameters, loss={self.loss.name!r})"
 
