@@ -9,7 +9,7 @@ A typed Cython + OpenMP core (fastnn._core) under a small Keras/PyTorch-like API
 """
 __version__ = "0.1.0"
 
-from . import callbacks, datasets, gradcheck, init, losses, metrics, optim, schedules  # noqa: E402
+from . import callbacks, datasets, ensemble, gradcheck, init, losses, metrics, model_selection, optim, schedules  # noqa: E402,E501
 from .io import load, save  # noqa: E402
 from .layers import (Activation, BatchNorm, Dense, Dropout, GaussianNoise, GroupNorm, Layer,  # noqa: E402
                      LayerNorm, PReLU)
@@ -20,4 +20,4 @@ from .threads import available_cpus, get_num_threads, openmp_enabled, set_num_th
 __all__ = ["Sequential", "Dense", "Activation", "Layer", "Dropout", "GaussianNoise", "BatchNorm",
            "LayerNorm", "GroupNorm", "PReLU", "Standardizer", "save", "load",
            "set_num_threads", "get_num_threads", "threads", "available_cpus", "openmp_enabled",
-           "callbacks", "datasets", "gradcheck", "init", "losses", "metrics", "optim", "schedules", "__version__"]
+           "callbacks", "datasets", "ensemble", "gradcheck", "init", "model_selection", "losses", "metrics", "optim", "schedules", "__version__"]
