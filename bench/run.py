@@ -11,6 +11,8 @@ layers, 10 classes, softmax cross-entropy, Adam) through:
   torch       PyTorch eager with Adam(fused=True), and with the default (foreach) Adam
   numpy       a plain float32 NumPy implementation of the step
 and prints medians, samples/s, and the ratios fastnn/gemm, torch/fastnn, numpy/fastnn.
+The column mkl/openblas times the same GEMMs through torch.mm (PyTorch's own BLAS) over
+the OpenBLAS GEMMs: below 1, PyTorch starts from a faster GEMM than fastnn can call.
 """
 import argparse
 import os
@@ -54,6 +56,23 @@ def gemm_step(sizes, batch, rng):
     return run
 
 
+def torch_gemm_step(torch, sizes, batch, rng):
+    """The same GEMMs through torch.mm (PyTorch's BLAS, MKL in its x86 wheels) into preallocated outputs."""
+    acts = [torch.from_numpy(rng.standard_normal((batch, s)).astype(np.float32)) for s in sizes]
+    Ws = [torch.from_numpy(rng.standard_normal((a, b)).astype(np.float32)) for a, b in zip(sizes[:-1], sizes[1:])]
+    dWs = [torch.empty_like(W) for W in Ws]
+    dXs = [torch.empty_like(a) for a in acts]
+
+    def run():
+        for i, W in enumerate(Ws):
+            torch.mm(acts[i], W, out=acts[i + 1])
+        for i in range(len(Ws) - 1, -1, -1):
+            torch.mm(acts[i].t(), acts[i + 1], out=dWs[i])
+            if i:
+                torch.mm(acts[i + 1], Ws[i].t(), out=dXs[i])
+    return run
+
+
 def bench_config(name, sizes, batch, threads, repeat):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((batch, sizes[0])).astype(np.float32)
@@ -80,13 +99,14 @@ def bench_config(name, sizes, batch, threads, repeat):
         for fused in (True, False):
             _, step = torch_mlp(sizes, threads, fused)
             row["torch_fused" if fused else "torch"] = median_time(lambda: step(Xt, yt), repeat)
+        row["torch_gemm"] = median_time(torch_gemm_step(torch, sizes, batch, rng), repeat)
     return row
 
 
 def report(rows):
     header = (f"{'config':<10} {'thr':>3} {'fastnn ms':>10} {'gemm ms':>9} {'torch(f) ms':>11} {'torch ms':>9} "
               f"{'numpy ms':>9} {'fastnn/gemm':>11} {'torch(f)/fastnn':>15} {'torch/fastnn':>12} "
-              f"{'numpy/fastnn':>12} {'samples/s':>10}  targets")
+              f"{'numpy/fastnn':>12} {'samples/s':>10} {'mkl/openblas':>12}  targets")
     lines = [header, "-" * len(header)]
     for r in rows:
         f = r["fastnn"]
@@ -106,7 +126,8 @@ def report(rows):
         lines.append(f"{r['config']:<10} {r['threads']:>3} {fmt(f):>10} {fmt(r['gemm']):>9} {fmt(tf):>11} "
                      f"{fmt(r.get('torch')):>9} {fmt(r['numpy']):>9} {r['ratio_gemm']:>11.3f} "
                      f"{ratio(r['ratio_torch_fused']):>15} {ratio(r['ratio_torch']):>12} "
-                     f"{r['ratio_numpy']:>12.2f} {r['samples_per_s']:>10.0f}  {', '.join(verdict)}")
+                     f"{r['ratio_numpy']:>12.2f} {r['samples_per_s']:>10.0f} "
+                     f"{ratio(r.get('torch_gemm') and r['torch_gemm'] / r['gemm']):>12}  {', '.join(verdict)}")
     return "\n".join(lines)
 
 
