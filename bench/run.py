@@ -22,7 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import NumpyMLP, environment, median_time, torch_mlp, write_json  # noqa: E402
+from common import NumpyMLP, environment, interleaved_medians, torch_mlp, write_json  # noqa: E402
 
 import fastnn as fnn  # noqa: E402
 from fastnn._core._blas import gemm_rowmajor  # noqa: E402
@@ -35,6 +35,8 @@ CONFIGS = [  # name, sizes, batch, threads
     ("wide", [784, 2048, 2048, 10], 1024, 1),
     ("wide", [784, 2048, 2048, 10], 1024, 2),
 ]
+# (threadpool_limits around the GEMM and NumPy closures costs a few microseconds per call,
+# negligible against the smallest step measured here, ~80 us)
 # targets from the performance issue: max fastnn/gemm, min torch(fused)/fastnn
 TARGETS = {"small": (1.6, 3.0), "mnist-32": (1.25, 1.15), "mnist-256": (1.08, 1.05), "wide": (1.05, 1.0)}
 
@@ -82,24 +84,34 @@ def bench_config(name, sizes, batch, threads, repeat):
     layers = [fnn.Dense(a, b, activation="relu", init="he_normal") for a, b in zip(sizes[:-2], sizes[1:-1])]
     layers.append(fnn.Dense(sizes[-2], sizes[-1]))
     model = fnn.Sequential(layers, optimizer=fnn.optim.Adam(lr=1e-3), seed=0)
-    with fnn.threads(threads):
-        row["fastnn"] = median_time(lambda: model.train_step(X, y), repeat)
+    np_model = NumpyMLP(sizes, batch, rng)
+    gemms = gemm_step(sizes, batch, rng)
 
-    with threadpool_limits(threads, user_api="blas"):
-        row["gemm"] = median_time(gemm_step(sizes, batch, rng), repeat)
-        np_model = NumpyMLP(sizes, batch, rng)
-        row["numpy"] = median_time(lambda: np_model.step(X, y), repeat)
+    def fastnn_step():
+        with fnn.threads(threads):
+            model.train_step(X, y)
 
+    def with_blas_threads(fn):
+        def run():
+            with threadpool_limits(threads, user_api="blas"):
+                fn()
+        return run
+
+    functions = {"fastnn": fastnn_step, "gemm": with_blas_threads(gemms),
+                 "numpy": with_blas_threads(lambda: np_model.step(X, y))}
     try:
         import torch
     except ImportError:
         torch = None
     if torch is not None:
+        torch.set_num_threads(threads)
         Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-        for fused in (True, False):
-            _, step = torch_mlp(sizes, threads, fused)
-            row["torch_fused" if fused else "torch"] = median_time(lambda: step(Xt, yt), repeat)
-        row["torch_gemm"] = median_time(torch_gemm_step(torch, sizes, batch, rng), repeat)
+        _, fused_step = torch_mlp(sizes, threads, fused=True)
+        _, foreach_step = torch_mlp(sizes, threads, fused=False)
+        functions["torch_fused"] = lambda: fused_step(Xt, yt)
+        functions["torch"] = lambda: foreach_step(Xt, yt)
+        functions["torch_gemm"] = torch_gemm_step(torch, sizes, batch, rng)
+    row.update(interleaved_medians(functions, repeat))
     return row
 
 

@@ -64,3 +64,19 @@ cdef inline floating sigmoid(floating x) noexcept nogil:
 cdef inline floating log1p_exp(floating x) noexcept nogil:
     """softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^-|x|), stable for any x."""
     return (x if x > 0 else 0) + flog1p(fexp(-fabs_(x)))
+
+
+cdef inline floating exp_shifted(const floating* z, floating* e, Py_ssize_t k,
+                                 floating* row_max) noexcept nogil:
+    """e[j] = exp(z[j] - max z) for one row of k values; returns their sum and stores max z.
+    Subtracting the maximum keeps every exponent <= 0, so nothing overflows (softmax, LSE)."""
+    cdef Py_ssize_t j
+    cdef floating m = z[0], s = 0
+    for j in range(1, k):
+        if z[j] > m:
+            m = z[j]
+    for j in range(k):
+        e[j] = fexp(z[j] - m)
+        s = s + e[j]
+    row_max[0] = m
+    return s

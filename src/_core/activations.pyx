@@ -1,7 +1,7 @@
 """Activation kernels over arrays: forward y = f(z), backward dz = dy * f'(z), softmax."""
 from cython cimport floating
 from cython.parallel cimport prange
-from ._math cimport fexp
+from ._math cimport exp_shifted
 from ._openmp cimport n_blocks, block_start
 
 # name -> kernel code; also the list of activations the Python API accepts.
@@ -43,13 +43,8 @@ def activation_backward(const floating[::1] y, const floating[::1] dy, floating[
 cdef inline void softmax_row(const floating* z, floating* p, Py_ssize_t k) noexcept nogil:
     """p = exp(z - max z) / sum exp(z - max z)."""
     cdef Py_ssize_t j
-    cdef floating m = z[0], s = 0
-    for j in range(1, k):
-        if z[j] > m:
-            m = z[j]
-    for j in range(k):
-        p[j] = fexp(z[j] - m)
-        s = s + p[j]
+    cdef floating m
+    cdef floating s = exp_shifted(z, p, k, &m)
     for j in range(k):
         p[j] = p[j] / s
 

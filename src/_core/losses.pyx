@@ -12,7 +12,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport fabs
 from libc.stdlib cimport malloc, free
-from ._math cimport fexp, flog, fabs_, sigmoid, log1p_exp
+from ._math cimport exp_shifted, flog, fabs_, sigmoid, log1p_exp
 from ._openmp cimport n_blocks, block_start
 
 ctypedef long long int64
@@ -52,15 +52,10 @@ cdef inline double _softmax_ce_row(const floating* z, Py_ssize_t k, int64 label,
                                    floating* g) noexcept nogil:
     """Loss of one row; g = scale * (softmax(z) * sum(q') - q'), q' the smoothed target."""
     cdef Py_ssize_t j
-    cdef floating m = z[0], s = 0, lse, qj, qsum = 0
+    cdef floating m, lse, qj, qsum = 0
     cdef floating off = <floating>(smoothing / k), on = <floating>(1 - smoothing)
     cdef double loss = 0
-    for j in range(1, k):
-        if z[j] > m:
-            m = z[j]
-    for j in range(k):
-        g[j] = fexp(z[j] - m)
-        s = s + g[j]
+    cdef floating s = exp_shifted(z, g, k, &m)
     lse = m + flog(s)
     for j in range(k):
         if label >= 0:

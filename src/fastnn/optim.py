@@ -28,7 +28,8 @@ from . import threads as _threads
 from ._core import optim as _k
 from ._validation import check_number
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "RAdam", "Adan", "get", "NAMES"]
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "RAdam", "Adan", "get", "NAMES",
+           "minimize", "MinimizeResult"]
 
 
 def _check_betas(betas, count):
@@ -348,3 +349,7 @@ def from_config(config):
     if "betas" in config:
         config["betas"] = tuple(config["betas"])
     return get(name, **config)
+
+
+# Second- and zero-order methods work on a model's full-batch loss rather than per step.
+from .minimize import METHODS as MINIMIZE_METHODS, MinimizeResult, minimize  # noqa: E402,F401

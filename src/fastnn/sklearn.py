@@ -17,7 +17,6 @@ import warnings
 import numpy as np
 
 try:
-    from scipy.optimize import minimize
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
@@ -29,8 +28,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
 
 from . import layers as _layers
 from . import optim as _optim
+from .minimize import minimize
 from .model import Sequential
-from .threads import blas_single_threaded, threads as _threads
+from .threads import threads as _threads
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -225,26 +225,12 @@ class _BaseMLP(BaseEstimator):
 
     def _fit_lbfgs(self, X, targets):
         """Full-batch L-BFGS-B (scipy) on the flat parameter vector, gradient from fastnn."""
-        model = self.model_
-        model._bind_optimizer()
-
-        def loss_and_gradient(theta):
-            model.parameters[...] = theta
-            with blas_single_threaded:
-                loss, _ = model._loss_and_backward(X, targets, None, model._context(True, False))
-            return loss, model.gradients.astype(np.float64)
-
-        def record(intermediate_result):
-            self.loss_curve_.append(float(intermediate_result.fun))
-
-        result = minimize(loss_and_gradient, model.parameters.astype(np.float64), jac=True,
-                          method="L-BFGS-B", callback=record,
-                          options={"maxiter": self.max_iter, "maxfun": self.max_fun, "gtol": self.tol})
-        model.parameters[...] = result.x
-        self.n_iter_ = int(result.nit)
-        self.loss_ = float(result.fun)
-        self.best_loss_ = self.loss_
-        if result.status == 1:
+        result = minimize(self.model_, X, targets, method="lbfgs", max_iter=self.max_iter, tol=self.tol,
+                          max_evaluations=self.max_fun)
+        self.n_iter_ = result.n_iter
+        self.loss_ = self.best_loss_ = result.loss
+        self.loss_curve_ = result.history
+        if not result.converged:
             warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iterations: increase max_iter "
                           f"or scale the data", ConvergenceWarning)
 
