@@ -30,29 +30,6 @@ def median_time(fn, repeat, warmup=3, min_time=0.2):
     return statistics.median(samples)
 
 
-def interleaved_medians(functions, repeat, warmup=3, min_time=0.2):
-    """{name: median seconds per call}, timing the functions in turns: round r times a short
-    batch of calls of each function in order, so that slow phases of a shared machine (and
-    another library's threads still spinning) hit every contender alike."""
-    inner = {}
-    for name, fn in functions.items():
-        time.sleep(0.3)
-        for _ in range(warmup):
-            fn()
-        t0 = time.perf_counter()
-        fn()
-        inner[name] = max(1, int(min_time / repeat / max(time.perf_counter() - t0, 1e-7)))
-    samples = {name: [] for name in functions}
-    for _ in range(repeat):
-        for name, fn in functions.items():
-            time.sleep(0.02)
-            t0 = time.perf_counter()
-            for _ in range(inner[name]):
-                fn()
-            samples[name].append((time.perf_counter() - t0) / inner[name])
-    return {name: statistics.median(s) for name, s in samples.items()}
-
-
 def environment():
     import scipy
     import threadpoolctl

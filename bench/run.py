@@ -2,7 +2,8 @@
 
     python bench/run.py [--quick] [--threads 1,2] [--e2e] [--out bench/results.json]
 
-Each configuration runs, in this one process, the same network (float32, ReLU hidden
+Each configuration runs, in this one run (each contender in its own worker process, see
+bench_config), the same network (float32, ReLU hidden
 layers, 10 classes, softmax cross-entropy, Adam) through:
   fastnn      model.train_step(X, y) (public API, validation included)
   gemm        exactly the step's matrix products (forward X W, backward X^T dZ and dZ W^T)
@@ -16,13 +17,14 @@ the OpenBLAS GEMMs: below 1, PyTorch starts from a faster GEMM than fastnn can c
 """
 import argparse
 import os
+import subprocess
 import sys
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import NumpyMLP, environment, interleaved_medians, torch_mlp, write_json  # noqa: E402
+from common import NumpyMLP, environment, median_time, torch_mlp, write_json  # noqa: E402
 
 import fastnn as fnn  # noqa: E402
 from fastnn._core._blas import gemm_rowmajor  # noqa: E402
@@ -35,8 +37,6 @@ CONFIGS = [  # name, sizes, batch, threads
     ("wide", [784, 2048, 2048, 10], 1024, 1),
     ("wide", [784, 2048, 2048, 10], 1024, 2),
 ]
-# (threadpool_limits around the GEMM and NumPy closures costs a few microseconds per call,
-# negligible against the smallest step measured here, ~80 us)
 # targets from the performance issue: max fastnn/gemm, min torch(fused)/fastnn
 TARGETS = {"small": (1.6, 3.0), "mnist-32": (1.25, 1.15), "mnist-256": (1.08, 1.05), "wide": (1.05, 1.0)}
 
@@ -75,44 +75,61 @@ def torch_gemm_step(torch, sizes, batch, rng):
     return run
 
 
-def bench_config(name, sizes, batch, threads, repeat):
+CONTENDERS = ("fastnn", "gemm", "numpy", "torch_fused", "torch", "torch_gemm")
+
+
+def measure(contender, sizes, batch, threads, repeat):
+    """Median seconds per step of one contender (run inside a worker process)."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((batch, sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], batch)
-    row = {"config": name, "sizes": sizes, "batch": batch, "threads": threads}
-
-    layers = [fnn.Dense(a, b, activation="relu", init="he_normal") for a, b in zip(sizes[:-2], sizes[1:-1])]
-    layers.append(fnn.Dense(sizes[-2], sizes[-1]))
-    model = fnn.Sequential(layers, optimizer=fnn.optim.Adam(lr=1e-3), seed=0)
-    np_model = NumpyMLP(sizes, batch, rng)
-    gemms = gemm_step(sizes, batch, rng)
-
-    def fastnn_step():
+    if contender == "fastnn":
+        layers = [fnn.Dense(a, b, activation="relu", init="he_normal") for a, b in zip(sizes[:-2], sizes[1:-1])]
+        layers.append(fnn.Dense(sizes[-2], sizes[-1]))
+        model = fnn.Sequential(layers, optimizer=fnn.optim.Adam(lr=1e-3), seed=0)
         with fnn.threads(threads):
-            model.train_step(X, y)
+            return median_time(lambda: model.train_step(X, y), repeat)
+    if contender in ("gemm", "numpy"):
+        step = gemm_step(sizes, batch, rng) if contender == "gemm" else (
+            lambda m=NumpyMLP(sizes, batch, rng): m.step(X, y))
+        with threadpool_limits(threads, user_api="blas"):
+            return median_time(step, repeat)
+    import torch
 
-    def with_blas_threads(fn):
-        def run():
-            with threadpool_limits(threads, user_api="blas"):
-                fn()
-        return run
+    torch.set_num_threads(threads)
+    if contender == "torch_gemm":
+        return median_time(torch_gemm_step(torch, sizes, batch, rng), repeat)
+    _, step = torch_mlp(sizes, threads, fused=contender == "torch_fused")
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    return median_time(lambda: step(Xt, yt), repeat)
 
-    functions = {"fastnn": fastnn_step, "gemm": with_blas_threads(gemms),
-                 "numpy": with_blas_threads(lambda: np_model.step(X, y))}
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if torch is not None:
-        torch.set_num_threads(threads)
-        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-        _, fused_step = torch_mlp(sizes, threads, fused=True)
-        _, foreach_step = torch_mlp(sizes, threads, fused=False)
-        functions["torch_fused"] = lambda: fused_step(Xt, yt)
-        functions["torch"] = lambda: foreach_step(Xt, yt)
-        functions["torch_gemm"] = torch_gemm_step(torch, sizes, batch, rng)
-    row.update(interleaved_medians(functions, repeat))
+
+def bench_config(name, sizes, batch, threads, repeat):
+    """Time every contender, each in a fresh worker process, one after the other.
+
+    On a 2-core machine the thread pools of different libraries in one process (fastnn's
+    libgomp, OpenBLAS's pthreads, PyTorch's own OpenMP) slow each other down for a while
+    after each switch: in one process, interleaved, PyTorch's fused step measured 28.6 ms
+    where it takes 4.1 ms alone (mnist-256, 2 threads). Separate processes keep every
+    measurement clean; the ratios still come from one run on one machine state.
+    """
+    row = {"config": name, "sizes": sizes, "batch": batch, "threads": threads}
+    for contender in CONTENDERS:
+        if contender.startswith("torch") and not _have_torch():
+            continue
+        proc = subprocess.run([sys.executable, __file__, "--worker", contender, "--sizes", ",".join(map(str, sizes)),
+                               "--batch", str(batch), "--worker-threads", str(threads), "--repeat", str(repeat)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{contender} worker failed:\n{proc.stderr}")
+        row[contender] = float(proc.stdout.strip().splitlines()[-1])
     return row
+
+
+def _have_torch():
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def report(rows):
@@ -150,7 +167,16 @@ def main(argv=None):
     parser.add_argument("--configs", default=None, help="only these configs, e.g. small,wide")
     parser.add_argument("--e2e", action="store_true", help="also run the Fashion-MNIST end-to-end comparison")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results.json"))
+    parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        print(measure(args.worker, sizes, args.batch, args.worker_threads, args.repeat))
+        return
     threads = None if args.threads is None else {int(t) for t in args.threads.split(",")}
     names = None if args.configs is None else set(args.configs.split(","))
     repeat = 5 if args.quick else 15

@@ -1,10 +1,16 @@
 """The compiled core: it imports, runs on two OpenMP threads, and its GEMM wrapper is right."""
+import os
+
 import numpy as np
 import pytest
 
 import fastnn
 from fastnn._core import _blas, parallel
 from conftest import assert_close
+
+# CI also builds the core without OpenMP (-Csetup-args=-Dopenmp=disabled) and runs the
+# kernel tests on it with FASTNN_SERIAL_BUILD=1.
+SERIAL_BUILD = os.environ.get("FASTNN_SERIAL_BUILD") == "1"
 
 
 def test_core_modules_import():
@@ -14,10 +20,17 @@ def test_core_modules_import():
     import fastnn._core.optim  # noqa: F401
 
 
+@pytest.mark.skipif(SERIAL_BUILD, reason="this build was made without OpenMP on purpose")
 def test_openmp_is_linked_and_runs_two_threads():
     assert fastnn.openmp_enabled(), "the core was built without OpenMP"
     assert parallel.threads_used(2) == 2
     assert parallel.threads_used(1) == 1
+
+
+@pytest.mark.skipif(not SERIAL_BUILD, reason="checks the serial build (FASTNN_SERIAL_BUILD=1)")
+def test_serial_build_runs_everything_on_one_thread():
+    assert not fastnn.openmp_enabled()
+    assert parallel.threads_used(2) == 1
 
 
 @pytest.mark.parametrize("trans_a", [False, True])

@@ -18,9 +18,13 @@ cdef Py_ssize_t MIN_ROWS = 8
 
 
 cdef void _column_stats(const floating* x, int n, int d, int c0, int c1, double eps,
-                        double* mean, double* inv_std) noexcept nogil:
+                        double* mean, double* inv_std, floating* running_mean,
+                        floating* running_var, double momentum) noexcept nogil:
+    """Batch mean and 1/sqrt(var + eps) of columns [c0, c1), two-pass; when running_mean is
+    not NULL also running = (1 - momentum) running + momentum * batch, with the unbiased
+    variance for running_var (torch.nn.BatchNorm1d)."""
     cdef Py_ssize_t i, j
-    cdef double diff
+    cdef double diff, var
     for j in range(c0, c1):
         mean[j] = 0
         inv_std[j] = 0
@@ -34,20 +38,29 @@ cdef void _column_stats(const floating* x, int n, int d, int c0, int c1, double 
             diff = x[i * d + j] - mean[j]
             inv_std[j] += diff * diff
     for j in range(c0, c1):
-        inv_std[j] = 1.0 / sqrt(inv_std[j] / n + eps)   # biased (1/n) variance
+        var = inv_std[j] / n                      # biased (1/n) variance normalizes
+        inv_std[j] = 1.0 / sqrt(var + eps)
+        if running_mean != NULL:
+            running_mean[j] = <floating>((1 - momentum) * running_mean[j] + momentum * mean[j])
+            running_var[j] = <floating>((1 - momentum) * running_var[j] + momentum * var * n / (n - 1))
 
 
 def batch_norm_forward(const floating[:, ::1] x, const floating[::1] gamma,
                        const floating[::1] beta, floating[:, ::1] y,
-                       double[::1] mean, double[::1] inv_std, double eps, int n_threads):
-    """Training-mode batch norm; writes the batch mean and 1/sqrt(var + eps) per feature."""
+                       double[::1] mean, double[::1] inv_std, double eps,
+                       floating[::1] running_mean, floating[::1] running_var, double momentum,
+                       int n_threads):
+    """Training-mode batch norm; writes the batch mean and 1/sqrt(var + eps) per feature and,
+    when running_mean/running_var are given (not None), updates them in the same pass."""
     cdef int n = x.shape[0], d = x.shape[1], blk, c0, c1
     cdef Py_ssize_t i, j
+    cdef floating* rm = &running_mean[0] if running_mean is not None else NULL
+    cdef floating* rv = &running_var[0] if running_var is not None else NULL
     cdef int nb = n_blocks(d, n_threads, MIN_COLS)
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         c0 = block_start(d, nb, blk)
         c1 = block_start(d, nb, blk + 1)
-        _column_stats(&x[0, 0], n, d, c0, c1, eps, &mean[0], &inv_std[0])
+        _column_stats(&x[0, 0], n, d, c0, c1, eps, &mean[0], &inv_std[0], rm, rv, momentum)
         for i in range(n):
             for j in range(c0, c1):
                 y[i, j] = <floating>((x[i, j] - mean[j]) * inv_std[j]) * gamma[j] + beta[j]

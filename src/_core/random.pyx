@@ -6,9 +6,9 @@ Used for dropout masks and Gaussian input noise.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport sqrt, log, cos, M_PI
+from libc.math cimport sqrt, log, cos, ceil, M_PI
 from libc.stdint cimport uint64_t, uint8_t
-from ._openmp cimport n_blocks
+from ._openmp cimport n_blocks, block_start
 
 cdef Py_ssize_t MIN_ELEMENTS = 16384
 
@@ -38,19 +38,30 @@ def uniform(uint64_t seed, uint64_t stream, uint64_t step, double[::1] out, int 
         out[i] = _uniform(key, i)
 
 
+cdef void _dropout_block(const floating* x, floating* y, uint8_t* mask, Py_ssize_t lo, Py_ssize_t hi,
+                         uint64_t key, uint64_t threshold, floating scale) noexcept nogil:
+    """Element i is kept when its 53-bit uniform integer is >= threshold = ceil(p 2^53),
+    i.e. with probability 1 - p; compared as integers, so the loop vectorizes."""
+    cdef Py_ssize_t i
+    cdef uint8_t keep
+    for i in range(lo, hi):
+        keep = (_mix(key + <uint64_t>i * <uint64_t>0x9e3779b97f4a7c15ULL) >> 11) >= threshold
+        mask[i] = keep
+        y[i] = x[i] * scale if keep else 0
+
+
 def dropout_forward(const floating[::1] x, floating[::1] y, uint8_t[::1] mask, double p,
                     uint64_t seed, uint64_t stream, uint64_t step, int n_threads):
     """Inverted dropout: keep x[i] with probability 1 - p (when u_i >= p) and scale it by
     1 / (1 - p); mask[i] = 1 where kept."""
-    cdef Py_ssize_t i, n = x.shape[0]
+    cdef Py_ssize_t n = x.shape[0]
     cdef uint64_t key = _key(seed, stream, step)
+    cdef uint64_t threshold = <uint64_t>ceil(p * 9007199254740992.0)
     cdef floating scale = <floating>(1.0 / (1.0 - p))
-    cdef uint8_t keep
-    cdef int nt = n_blocks(n, n_threads, MIN_ELEMENTS)
-    for i in prange(n, nogil=True, schedule='static', num_threads=nt):
-        keep = _uniform(key, i) >= p
-        mask[i] = keep
-        y[i] = x[i] * scale if keep else 0
+    cdef int nb = n_blocks(n, n_threads, MIN_ELEMENTS), blk
+    for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
+        _dropout_block(&x[0], &y[0], &mask[0], block_start(n, nb, blk), block_start(n, nb, blk + 1),
+                       key, threshold, scale)
 
 
 def dropout_backward(const floating[::1] dy, const uint8_t[::1] mask, floating[::1] dx,

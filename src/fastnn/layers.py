@@ -397,15 +397,10 @@ class BatchNorm(_Normalization):
                              "variance of 1 sample is undefined); use a larger batch_size")
         mean = self._workspace.setdefault("mean", np.empty(d))
         inv_std = self._workspace.setdefault("inv_std", np.empty(d))
-        _norm.batch_norm_forward(x, gamma, beta, y, mean, inv_std, self.eps, ctx.n_threads)
+        running = (self.running_mean, self.running_var) if ctx.update_stats else (None, None)
+        _norm.batch_norm_forward(x, gamma, beta, y, mean, inv_std, self.eps, *running, self.momentum,
+                                 ctx.n_threads)
         self._x = x
-        if ctx.update_stats:
-            m = self.momentum
-            var = 1.0 / np.square(inv_std) - self.eps
-            self.running_mean *= 1 - m
-            self.running_mean += m * mean
-            self.running_var *= 1 - m
-            self.running_var += (m * n / (n - 1)) * var
         return y
 
     def backward(self, dy, ctx, need_dx):
