@@ -7,13 +7,11 @@ and peak RSS. Each library runs in its own subprocess so that its peak memory is
 """
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 import time
 
-import numpy as np
 
 HIDDEN = (512, 256)
 

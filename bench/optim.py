@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import median_time  # noqa: E402
 
 import fastnn as fnn  # noqa: E402
+from fastnn._buffers import aligned_zeros  # noqa: E402
 from fastnn._core.arrays import bandwidth_probe  # noqa: E402
 
 
@@ -23,9 +24,10 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
-    p = rng.standard_normal(args.size).astype(np.float32)
-    g = rng.standard_normal(args.size).astype(np.float32)
-    m, v = np.zeros_like(p), np.zeros_like(p)
+    # 64-byte aligned, as fastnn's models allocate them and as PyTorch's allocator does
+    p, g, m, v = (aligned_zeros(args.size, np.float32) for _ in range(4))
+    p[...] = rng.standard_normal(args.size)
+    g[...] = rng.standard_normal(args.size)
     try:
         import torch
     except ImportError:

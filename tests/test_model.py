@@ -482,3 +482,13 @@ def test_pickle_round_trip_keeps_flat_buffer_views():
     model.fit(X, y, epochs=1, verbose=0)
     clone.fit(X, y, epochs=1, verbose=0)
     np.testing.assert_array_equal(clone.parameters, model.parameters)
+
+
+def test_flat_buffers_and_optimizer_state_are_cache_line_aligned():
+    model = small_model()
+    model.train_step(*blobs(16))
+    arrays = [model.parameters, model.gradients] + list(model.optimizer.state_dict()["buffers"][0].values())
+    assert model.parameters.ctypes.data % 64 == 0 and model.gradients.ctypes.data % 64 == 0
+    for state in model.optimizer._buffers[0].values():
+        assert state.ctypes.data % 64 == 0
+    assert len(arrays) == 4

@@ -7,8 +7,9 @@ import time
 import numpy as np
 
 from . import losses as _losses
+from ._buffers import aligned_zeros
 from . import optim as _optim
-from .callbacks import Callback, History
+from .callbacks import History
 from .layers import BatchNorm, Layer
 from .threads import blas_single_threaded, get_num_threads
 from ._core.arrays import all_finite, gather_rows
@@ -77,8 +78,8 @@ class Sequential:
         self.output_dim = dim
         sizes = [int(np.prod(shape)) for _, _, shape, _ in specs]
         total = int(sum(sizes))
-        self.parameters = np.zeros(total, dtype=self.dtype)
-        self.gradients = np.zeros(total, dtype=self.dtype)
+        self.parameters = aligned_zeros(total, self.dtype)
+        self.gradients = aligned_zeros(total, self.dtype)
         self._specs = []
         offset = 0
         for (layer, name, shape, decay), size in zip(specs, sizes):
@@ -398,7 +399,6 @@ class Sequential:
     def summary(self, print_fn=print):
         """Print (and return) a table: layer, output shape, trainable and frozen parameters."""
         rows = [("Layer", "Output shape", "Params")]
-        dims = [self.input_dim]
         trainable = frozen = 0
         for i, layer in enumerate(self.layers):
             count = sum(int(np.prod(shape)) for _, shape, _ in layer.param_specs())

@@ -25,6 +25,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from . import threads as _threads
+from ._buffers import aligned_zeros
 from ._core import optim as _k
 from ._validation import check_number
 
@@ -87,7 +88,7 @@ class Optimizer(ABC):
 
     # -- state --------------------------------------------------------------------------------
     def _new_state(self, like):
-        return {name: np.zeros_like(like) for name in self._state_names}
+        return {name: aligned_zeros(like.shape, like.dtype) for name in self._state_names}
 
     def bind(self, params, grads, segments):
         """Attach to flat buffers; segments are (start, stop, lr_scale, decay) ranges."""
@@ -212,7 +213,9 @@ class Adagrad(Optimizer):
         self._state_names = ("sum",)
 
     def _new_state(self, like):
-        return {"sum": np.full_like(like, self.initial_accumulator_value)}
+        state = aligned_zeros(like.shape, like.dtype)
+        state[...] = self.initial_accumulator_value
+        return {"sum": state}
 
     def hyperparameters(self):
         return {**super().hyperparameters(), "lr_decay": self.lr_decay,
