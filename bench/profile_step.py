@@ -1,0 +1,80 @@
+"""Where a training step's time goes: validation, forward, loss, backward, optimizer, timed
+inside real consecutive steps (so caches are as cold as in training), next to the bare
+GEMMs of each layer.
+
+    python bench/profile_step.py --sizes 784,512,512,10 --batch 256 --threads 2
+"""
+import argparse
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import fastnn as fnn
+from fastnn._core._blas import gemm_rowmajor
+from fastnn.threads import blas_single_threaded
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="784,512,512,10")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=50)
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((args.batch, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], args.batch)
+    layers = [fnn.Dense(a, b, activation="relu") for a, b in zip(sizes[:-2], sizes[1:-1])]
+    model = fnn.Sequential(layers + [fnn.Dense(sizes[-2], sizes[-1])])
+    parts = {}
+
+    def tick(name, t0):
+        t = time.perf_counter()
+        parts[name] = parts.get(name, 0.0) + t - t0
+        return t
+
+    with fnn.threads(args.threads):
+        for step in range(args.steps + 5):
+            if step == 5:
+                parts.clear()
+            t = start = time.perf_counter()
+            Xc = model._check_X(X)
+            targets, _ = model._check_targets(y, args.batch)
+            t = tick("validate", t)
+            with blas_single_threaded:
+                ctx = model._context(True, True)
+                out = model._forward(Xc, ctx)
+                t = tick("forward", t)
+                grad, row_loss = model._loss_buffers(args.batch)
+                model.loss(out, targets, grad, row_loss, None, args.threads)
+                t = tick("loss", t)
+                model._backward(grad, ctx)
+                t = tick("backward", t)
+                model._apply_step()
+                t = tick("optimizer", t)
+            parts["total"] = parts.get("total", 0.0) + time.perf_counter() - start
+    gemm = 0.0
+    with threadpool_limits(args.threads, user_api="blas"):
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            A = rng.standard_normal((args.batch, a)).astype(np.float32)
+            W = rng.standard_normal((a, b)).astype(np.float32)
+            Z, dW, dX = np.empty((args.batch, b), np.float32), np.empty_like(W), np.empty_like(A)
+            calls = [lambda: gemm_rowmajor(A, W, Z), lambda: gemm_rowmajor(A, Z, dW, True, False)]
+            if i:
+                calls.append(lambda: gemm_rowmajor(Z, W, dX, False, True))
+            for call in calls:
+                for _ in range(3):
+                    call()
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    call()
+                gemm += (time.perf_counter() - t0) / args.steps
+    for name, seconds in parts.items():
+        print(f"{name:10s} {seconds / args.steps * 1e3:8.3f} ms")
+    print(f"{'gemms':10s} {gemm * 1e3:8.3f} ms  (the same products alone, BLAS on {args.threads} thread(s))")
+
+
+if __name__ == "__main__":
+    main()
