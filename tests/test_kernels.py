@@ -306,3 +306,12 @@ def test_gather_rows(n_rows, width, dtype, n_threads):
     dst = np.empty((n_rows, width), dtype)
     gather_rows(src, rows, dst, n_threads)
     np.testing.assert_array_equal(dst, src[rows])
+
+
+def test_labels_in_range():
+    from fastnn._core.arrays import labels_in_range
+
+    assert labels_in_range(np.array([0, 3, 9], np.int64), 10)
+    assert not labels_in_range(np.array([0, 10], np.int64), 10)
+    assert not labels_in_range(np.array([-1, 2], np.int64), 10)
+    assert labels_in_range(np.array([], np.int64), 1)

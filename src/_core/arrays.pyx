@@ -42,3 +42,13 @@ def gather_rows(const floating[:, ::1] src, const long long[::1] rows, floating[
     cdef int nt = n_threads if n * width >= 65536 else 1
     for i in prange(n, nogil=True, schedule='static', num_threads=nt):
         memcpy(&dst[i, 0], &src[rows[i], 0], width * sizeof(floating))
+
+
+def labels_in_range(const long long[::1] labels, long long n_classes):
+    """True when every label is in [0, n_classes) (one pass, no temporaries)."""
+    cdef Py_ssize_t i
+    cdef bint bad = False
+    with nogil:
+        for i in range(labels.shape[0]):
+            bad = bad | (labels[i] < 0) | (labels[i] >= n_classes)
+    return not bad

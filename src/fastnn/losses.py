@@ -8,6 +8,7 @@ import numpy as np
 
 from ._core import activations as _act
 from ._core import losses as _kernels
+from ._core.arrays import labels_in_range
 from .threads import get_num_threads
 from ._validation import check_number
 
@@ -35,6 +36,11 @@ def _as_label_vector(y, name="y"):
 def encode_labels(y, classes, n_classes, name="y"):
     """Map labels to 0..n_classes-1. Returns (int64 codes, classes); classes is created from
     y when None (range(n_classes) if y already holds such indices, else np.unique(y))."""
+    if (classes is not None and isinstance(y, np.ndarray) and y.dtype == np.int64 and y.ndim == 1
+            and y.flags.c_contiguous and len(classes) == n_classes and classes.dtype == np.int64
+            and classes[-1] == n_classes - 1 and classes[0] == 0
+            and labels_in_range(y, n_classes)):
+        return y, classes  # the training loop's common case: already codes 0..n-1
     y = _as_label_vector(y, name)
     if classes is None:
         if y.dtype.kind in "iuf" and y.min() >= 0 and y.max() < n_classes:
