@@ -201,8 +201,8 @@ class Dense(Layer):
         n = x.shape[0]
         y = self._buffer("y", (n, self.out_features))
         z = self._buffer("z", (n, self.out_features)) if self._keep_z else None
-        _dense.dense_forward(x, self.params["W"], self.params["b"], z, y,
-                             self._kind, self._a, ctx.n_threads)
+        params = self.params
+        _dense.dense_forward(x, params["W"], params["b"], z, y, self._kind, self._a, ctx.n_threads)
         self._x, self._z, self._y = x, z, y
         return y
 
