@@ -103,29 +103,30 @@ cdef inline void act_forward_n(const floating* z, floating* y, Py_ssize_t n,
 
 
 cdef inline void bias_act_n(floating* z, floating* y, const floating* b, Py_ssize_t rows,
-                            Py_ssize_t m, int kind, floating a) noexcept nogil:
-    """One pass over a row-major block: z[i, j] += b[j] (when z is kept) and
-    y[i, j] = f(z[i, j] + b[j]); with z == y the block is transformed in place."""
+                            Py_ssize_t cols, Py_ssize_t ld, int kind, floating a) noexcept nogil:
+    """One pass over a rows x cols block of row-major matrices with row stride ld:
+    z[i, j] += b[j] (when z is kept) and y[i, j] = f(z[i, j] + b[j]); with z == y the block
+    is transformed in place."""
     cdef Py_ssize_t i, j
     cdef floating* zi
     cdef floating* yi
     cdef floating t
     for i in range(rows):
-        zi = z + i * m
-        yi = y + i * m
+        zi = z + i * ld
+        yi = y + i * ld
         if z != y:
-            for j in range(m):
+            for j in range(cols):
                 zi[j] = zi[j] + b[j]
-            act_forward_n(zi, yi, m, kind, a)
+            act_forward_n(zi, yi, cols, kind, a)
         elif kind == IDENTITY:
-            for j in range(m):
+            for j in range(cols):
                 yi[j] = yi[j] + b[j]
         elif kind == RELU:
-            for j in range(m):
+            for j in range(cols):
                 t = yi[j] + b[j]
                 yi[j] = t if t > 0 else 0
         else:
-            for j in range(m):
+            for j in range(cols):
                 yi[j] = act_forward(yi[j] + b[j], kind, a)
 
 
