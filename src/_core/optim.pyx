@@ -159,23 +159,34 @@ def rmsprop_step(floating[::1] p, const floating[::1] g, floating[::1] square_av
         restore_denormals(csr)
 
 
+cdef extern from "adam_f32.h":
+    void adam_f32 "fastnn_adam_f32"(float* p, const float* g, float* m, float* v, float* vmax,
+                                    Py_ssize_t n, float b1, float b2, float eps, float step_size,
+                                    float inv_bc2_sqrt, float shrink, float scale, float clip,
+                                    float wd) noexcept nogil
+
+
 cdef void _adam_block(floating* p, const floating* g, floating* m, floating* v, floating* vmax,
                       Py_ssize_t n, floating b1, floating b2, floating eps, floating step_size,
                       floating inv_bc2_sqrt, floating shrink, floating scale, floating clip,
                       floating wd) noexcept nogil:
+    """float32: adam_f32.h (AVX-512 estimates refined by Newton steps); float64: this loop."""
     cdef Py_ssize_t i
     cdef floating gi, mi, vi, pi
-    for i in range(n):
-        pi = p[i]
-        gi = _condition(g[i], pi, scale, clip, wd)
-        mi = b1 * m[i] + (1 - b1) * gi
-        vi = b2 * v[i] + (1 - b2) * gi * gi
-        m[i] = mi
-        v[i] = vi
-        if vmax != NULL:
-            vi = vmax[i] if vmax[i] > vi else vi
-            vmax[i] = vi
-        p[i] = pi * shrink - step_size * mi / (fsqrt(vi) * inv_bc2_sqrt + eps)
+    if floating is float:
+        adam_f32(p, g, m, v, vmax, n, b1, b2, eps, step_size, inv_bc2_sqrt, shrink, scale, clip, wd)
+    else:
+        for i in range(n):
+            pi = p[i]
+            gi = _condition(g[i], pi, scale, clip, wd)
+            mi = b1 * m[i] + (1 - b1) * gi
+            vi = b2 * v[i] + (1 - b2) * gi * gi
+            m[i] = mi
+            v[i] = vi
+            if vmax != NULL:
+                vi = vmax[i] if vmax[i] > vi else vi
+                vmax[i] = vi
+            p[i] = pi * shrink - step_size * mi / (fsqrt(vi) * inv_bc2_sqrt + eps)
 
 
 def adam_step(floating[::1] p, const floating[::1] g, floating[::1] m, floating[::1] v,
