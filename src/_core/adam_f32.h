@@ -29,6 +29,10 @@ static void fastnn_adam_f32(float *p, const float *g, float *m, float *v, float 
     const __m512 two = _mm512_set1_ps(2.0f), zero = _mm512_setzero_ps();
     for (; i < n; i += 16) {
         __mmask16 k = (n - i >= 16) ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        _mm_prefetch((const char *)(p + i + 512), _MM_HINT_T0);
+        _mm_prefetch((const char *)(g + i + 512), _MM_HINT_T0);
+        _mm_prefetch((const char *)(m + i + 512), _MM_HINT_T0);
+        _mm_prefetch((const char *)(v + i + 512), _MM_HINT_T0);
         __m512 pv = _mm512_maskz_loadu_ps(k, p + i);
         __m512 gv = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, g + i), vscale);
         gv = _mm512_min_ps(_mm512_max_ps(gv, vnclip), vclip);
