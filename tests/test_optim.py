@@ -216,3 +216,30 @@ def test_denormal_state_is_flushed_and_the_callers_mode_restored():
                       1.0, np.inf, 1)
     assert not m.any()                           # 0.9 * denormal flushed to 0
     assert np.float32(1e-39) * np.float32(1.0) != 0   # numpy still sees denormals
+
+
+@pytest.mark.parametrize("size", [1, 15, 17, 1000])
+def test_adam_float32_with_value_clipping_matches_reference(size):
+    """The float32 Adam path (AVX-512 estimates + Newton steps where available) with clipping,
+    weight decay and amsgrad, over sizes that leave vector tails."""
+    rng = np.random.default_rng(size)
+    p0 = rng.standard_normal(size)
+    p = p0.astype(np.float32)
+    opt = fnn.optim.Adam(lr=0.01, weight_decay=0.1, amsgrad=True, clip_value=0.5)
+    expected, state = p0.copy(), {}
+    for t in range(1, 31):
+        g = (rng.standard_normal(size) * 2).astype(np.float32)
+        g[::3] = 0.0                       # v stays 0 for some entries: sqrt(0) must give 0
+        opt.step([p], [g])
+        clipped = np.clip(g.astype(np.float64), -0.5, 0.5)
+        expected = ref.adam(expected, clipped, state, t, lr=0.01, weight_decay=0.1, amsgrad=True)
+    assert_close(p, expected, np.float32, scale=float(np.abs(expected - p0).max()) + 1e-3, rtol=2e-4)
+
+
+def test_adam_float32_zero_gradient_leaves_parameters_unchanged():
+    p = np.linspace(-1, 1, 37).astype(np.float32)
+    before = p.copy()
+    opt = fnn.optim.Adam(lr=0.1)
+    for _ in range(3):
+        opt.step([p], [np.zeros_like(p)])
+    np.testing.assert_array_equal(p, before)   # m = v = 0: sqrt(0) = 0, no NaN
