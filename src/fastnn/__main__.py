@@ -12,25 +12,24 @@ DEFAULTS = {"digits": {"hidden": "128,64", "epochs": 30, "batch_size": 32, "lr":
 def _parser():
     parser = argparse.ArgumentParser(prog="python -m fastnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train an MLP classifier and report its test accuracy",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train = sub.add_parser("train", help="train an MLP classifier and report its test accuracy")
     train.add_argument("--dataset", default="digits",
-                       help="'digits' (embedded), 'fashion-mnist' (apt-get install "
+                       help="'digits' (embedded, the default), 'fashion-mnist' (apt-get install "
                             "dataset-fashion-mnist) or a .npz/.csv file")
     train.add_argument("--hidden", default=None,
                        help="comma-separated hidden layer sizes (default: 128,64 for digits, 512,256 otherwise)")
-    train.add_argument("--activation", default="relu", help="hidden-layer activation")
-    train.add_argument("--optimizer", default="adam", help="sgd, adagrad, rmsprop, adam, adamw, radam, adan")
+    train.add_argument("--activation", default="relu", help="hidden-layer activation (default relu)")
+    train.add_argument("--optimizer", default="adam", help="sgd, adagrad, rmsprop, adam (default), adamw, radam, adan")
     train.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
-    train.add_argument("--momentum", type=float, default=0.9, help="momentum (sgd and rmsprop only)")
+    train.add_argument("--momentum", type=float, default=0.9, help="momentum for sgd and rmsprop (default 0.9)")
     train.add_argument("--epochs", type=int, default=None, help="epochs (default 30 digits, 10 otherwise)")
     train.add_argument("--batch-size", type=int, default=None, help="minibatch size (default 32 digits, 128 otherwise)")
-    train.add_argument("--dropout", type=float, default=0.0, help="dropout rate after each hidden layer")
+    train.add_argument("--dropout", type=float, default=0.0, help="dropout rate after each hidden layer (default 0)")
     train.add_argument("--no-standardize", action="store_true", help="skip input standardization")
     train.add_argument("--threads", type=int, default=None, help="threads (default: all available cores)")
-    train.add_argument("--seed", type=int, default=0, help="random seed")
-    train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="0 silent, 1 progress bars, 2 a line per epoch")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="default float32")
+    train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="0 silent, 1 progress bars (default), 2 a line per epoch")
     train.add_argument("--save", default=None, metavar="PATH", help="save the trained model (.npz)")
     return parser
 
