@@ -8,7 +8,7 @@ import fastnn
 from fastnn._core import _blas, parallel
 from conftest import assert_close
 
-# CI also builds the core without OpenMP (-Csetup-args=-Dopenmp=disabled) and runs the
+# CI also builds the core without OpenMP and without -march=native and runs the
 # kernel tests on it with FASTNN_SERIAL_BUILD=1.
 SERIAL_BUILD = os.environ.get("FASTNN_SERIAL_BUILD") == "1"
 
