@@ -189,3 +189,11 @@ def test_command_line_errors_and_help(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "--hidden" in capsys.readouterr().out
+
+
+def test_metrics():
+    assert fnn.metrics.accuracy([0, 1, 2, 2], [0, 1, 1, 2]) == 0.75
+    np.testing.assert_array_equal(fnn.metrics.confusion_matrix([0, 1, 2, 2], [0, 1, 1, 2]),
+                                  [[1, 0, 0], [0, 1, 0], [0, 1, 1]])
+    with pytest.raises(ValueError, match="same shape"):
+        fnn.metrics.accuracy([0, 1], [0])

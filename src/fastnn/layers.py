@@ -141,9 +141,6 @@ class Layer(ABC):
             buf = self._workspace[key] = np.empty(shape, dtype=self.dtype)
         return buf
 
-    def clear_workspace(self):
-        self._workspace = {}
-
     def describe(self):
         """Short description for model.summary()."""
         return type(self).__name__

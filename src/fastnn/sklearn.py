@@ -12,6 +12,7 @@ Differences from scikit-learn worth knowing:
 - Binary problems use two softmax outputs (scikit-learn: one logistic unit); the model is
   equivalent and predict_proba has the same shape.
 """
+import contextlib
 import warnings
 
 import numpy as np
@@ -205,8 +206,7 @@ class _BaseMLP(BaseEstimator):
             validation = (Xv, tv)
             self.best_loss_ = None
         self._n_train, self._converged = X.shape[0], False
-        context = _threads(self.n_threads) if self.n_threads is not None else _nothing()
-        with context:
+        with self._thread_context():
             if self.solver == "lbfgs" and self.optimizer is None:
                 self._fit_lbfgs(X, targets)
             else:
@@ -254,6 +254,10 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self, "model_")
         return self.model_.output_dim
 
+    def _thread_context(self):
+        """fastnn.threads(n_threads) when n_threads is set, else the current setting."""
+        return _threads(self.n_threads) if self.n_threads is not None else contextlib.nullcontext()
+
     def _validate_X(self, X, reset):
         return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
                              accept_sparse=False)
@@ -261,17 +265,8 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X):
         check_is_fitted(self, "model_")
         X = self._validate_X(X, reset=False)
-        context = _threads(self.n_threads) if self.n_threads is not None else _nothing()
-        with context:
+        with self._thread_context():
             return self.model_.forward(X)
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
