@@ -7,8 +7,10 @@ bench_config), the same network (float32, ReLU hidden
 layers, 10 classes, softmax cross-entropy, Adam) through:
   fastnn      model.train_step(X, y) (public API, validation included)
   gemm        exactly the step's matrix products (forward X W, backward X^T dZ and dZ W^T)
-              with the BLAS fastnn uses (scipy's OpenBLAS), into preallocated outputs,
-              BLAS threaded over the same number of threads: the roofline
+              into preallocated outputs, the faster of: the GEMM fastnn's layers call (its
+              own AVX-512 float32 kernels where they apply, else scipy's OpenBLAS), split
+              over the threads as the layers split it; and OpenBLAS alone, threaded by
+              itself (column own/openblas compares the two): the roofline
   torch       PyTorch eager with Adam(fused=True), and with the default (foreach) Adam
   numpy       a plain float32 NumPy implementation of the step
 and prints medians, samples/s, and the ratios fastnn/gemm, torch/fastnn, numpy/fastnn.
@@ -41,20 +43,22 @@ CONFIGS = [  # name, sizes, batch, threads
 TARGETS = {"small": (1.6, 3.0), "mnist-32": (1.25, 1.15), "mnist-256": (1.08, 1.05), "wide": (1.05, 1.0)}
 
 
-def gemm_step(sizes, batch, rng):
-    """A closure running the step's GEMMs: per layer X W (forward), X^T dZ (dW), dZ W^T (dX, not layer 0)."""
+def gemm_step(sizes, batch, rng, blas=False, threads=1):
+    """A closure running the step's GEMMs: per layer X W (forward), X^T dZ (dW), dZ W^T (dX, not layer 0),
+    through fastnn's GEMM split over `threads`, or through BLAS alone with blas=True."""
     acts = [rng.standard_normal((batch, s)).astype(np.float32) for s in sizes]
     Ws = [rng.standard_normal((a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
     dWs = [np.empty_like(W) for W in Ws]
     dXs = [np.empty_like(a) for a in acts]
+    kw = {"blas": True} if blas else {"n_threads": threads}
 
     def run():
         for i, W in enumerate(Ws):
-            gemm_rowmajor(acts[i], W, acts[i + 1])
+            gemm_rowmajor(acts[i], W, acts[i + 1], **kw)
         for i in range(len(Ws) - 1, -1, -1):
-            gemm_rowmajor(acts[i], acts[i + 1], dWs[i], True, False)
+            gemm_rowmajor(acts[i], acts[i + 1], dWs[i], True, False, **kw)
             if i:
-                gemm_rowmajor(acts[i + 1], Ws[i], dXs[i], False, True)
+                gemm_rowmajor(acts[i + 1], Ws[i], dXs[i], False, True, **kw)
     return run
 
 
@@ -75,7 +79,7 @@ def torch_gemm_step(torch, sizes, batch, rng):
     return run
 
 
-CONTENDERS = ("fastnn", "gemm", "numpy", "torch_fused", "torch", "torch_gemm")
+CONTENDERS = ("fastnn", "gemm", "openblas", "numpy", "torch_fused", "torch", "torch_gemm")
 
 
 def measure(contender, sizes, batch, threads, repeat):
@@ -89,8 +93,11 @@ def measure(contender, sizes, batch, threads, repeat):
         model = fnn.Sequential(layers, optimizer=fnn.optim.Adam(lr=1e-3), seed=0)
         with fnn.threads(threads):
             return median_time(lambda: model.train_step(X, y), repeat)
-    if contender in ("gemm", "numpy"):
-        step = gemm_step(sizes, batch, rng) if contender == "gemm" else (
+    if contender == "gemm":
+        with threadpool_limits(1, user_api="blas"):
+            return median_time(gemm_step(sizes, batch, rng, threads=threads), repeat)
+    if contender in ("openblas", "numpy"):
+        step = gemm_step(sizes, batch, rng, blas=True) if contender == "openblas" else (
             lambda m=NumpyMLP(sizes, batch, rng): m.step(X, y))
         with threadpool_limits(threads, user_api="blas"):
             return median_time(step, repeat)
@@ -135,10 +142,11 @@ def _have_torch():
 def report(rows):
     header = (f"{'config':<10} {'thr':>3} {'fastnn ms':>10} {'gemm ms':>9} {'torch(f) ms':>11} {'torch ms':>9} "
               f"{'numpy ms':>9} {'fastnn/gemm':>11} {'torch(f)/fastnn':>15} {'torch/fastnn':>12} "
-              f"{'numpy/fastnn':>12} {'samples/s':>10} {'mkl/openblas':>12}  targets")
+              f"{'numpy/fastnn':>12} {'samples/s':>10} {'own/openblas':>12} {'mkl/openblas':>12}  targets")
     lines = [header, "-" * len(header)]
     for r in rows:
         f = r["fastnn"]
+        r["own_gemm"], r["gemm"] = r["gemm"], min(r["gemm"], r["openblas"])
         r["ratio_gemm"] = f / r["gemm"]
         r["ratio_numpy"] = r["numpy"] / f
         r["samples_per_s"] = r["batch"] / f
@@ -155,8 +163,8 @@ def report(rows):
         lines.append(f"{r['config']:<10} {r['threads']:>3} {fmt(f):>10} {fmt(r['gemm']):>9} {fmt(tf):>11} "
                      f"{fmt(r.get('torch')):>9} {fmt(r['numpy']):>9} {r['ratio_gemm']:>11.3f} "
                      f"{ratio(r['ratio_torch_fused']):>15} {ratio(r['ratio_torch']):>12} "
-                     f"{r['ratio_numpy']:>12.2f} {r['samples_per_s']:>10.0f} "
-                     f"{ratio(r.get('torch_gemm') and r['torch_gemm'] / r['gemm']):>12}  {', '.join(verdict)}")
+                     f"{r['ratio_numpy']:>12.2f} {r['samples_per_s']:>10.0f} {r['own_gemm'] / r['openblas']:>12.2f} "
+                     f"{ratio(r.get('torch_gemm') and r['torch_gemm'] / r['openblas']):>12}  {', '.join(verdict)}")
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
 """The compiled core: it imports, runs on two OpenMP threads, and its GEMM wrapper is right."""
+import itertools
 import os
 
 import numpy as np
@@ -45,6 +46,26 @@ def test_gemm_matches_numpy(dtype, trans_a, trans_b, m, n, k):
         + 2.0 * c
     _blas.gemm_rowmajor(a, b, c, trans_a, trans_b, 0.5, 2.0)
     assert_close(c, expected, dtype, scale=float(np.abs(expected).max()) * k)
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
+def test_gemm_own_float32_kernels_match_numpy(trans_a, trans_b):
+    """The shapes fastnn's own float32 kernels take (alpha 1, beta 0), across the tile edges:
+    6-row tiles, 16-wide vectors, 64-wide strips, 128-deep k blocks, 72-row blocks."""
+    rng = np.random.default_rng(1)
+    for m, n, k in itertools.product([4, 7, 73, 145], [1, 10, 17, 64, 130], [0, 1, 17, 129, 300]):
+        a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+        b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+        c = np.full((m, n), np.nan, np.float32)  # beta = 0: never read
+        expected = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
+        _blas.gemm_rowmajor(a, b, c, trans_a, trans_b)
+        assert_close(c, expected, np.float32, scale=max(1.0, k))
+        blas = np.empty_like(c)
+        _blas.gemm_rowmajor(a, b, blas, trans_a, trans_b, blas=True)
+        assert_close(blas, expected, np.float32, scale=max(1.0, k))
+        split = np.full_like(c, np.nan)
+        _blas.gemm_rowmajor(a, b, split, trans_a, trans_b, n_threads=2)
+        assert_close(split, expected, np.float32, scale=max(1.0, k))
 
 
 def test_gemm_rejects_mismatched_shapes():

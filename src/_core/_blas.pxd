@@ -1,13 +1,20 @@
-# Row-major GEMM over scipy's BLAS (scipy.linalg.cython_blas), float32 and float64.
+# Row-major GEMM: fastnn's own AVX-512 float32 kernels (sgemm_f32.h) where they are faster,
+# else scipy's BLAS (scipy.linalg.cython_blas), float32 and float64.
 from cython cimport floating
 from scipy.linalg.cython_blas cimport sgemm, dgemm
+from ._openmp cimport block_start
 
 
-cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
-                      floating alpha, const floating* a, int lda,
-                      const floating* b, int ldb,
-                      floating beta, floating* c, int ldc) noexcept nogil:
-    """C (m x n) = alpha * op(A) @ op(B) + beta * C, all arrays row-major.
+cdef extern from "sgemm_f32.h":
+    int fastnn_sgemm(int trans_a, int trans_b, int m, int n, int k, const float* a, int lda,
+                     const float* b, int ldb, float* c, int ldc) noexcept nogil
+
+
+cdef inline void blas_gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                           floating alpha, const floating* a, int lda,
+                           const floating* b, int ldb,
+                           floating beta, floating* c, int ldc) noexcept nogil:
+    """C (m x n) = alpha * op(A) @ op(B) + beta * C by BLAS, all arrays row-major.
 
     A row-major matrix is the column-major transpose, so this computes
     C^T = op(B)^T @ op(A)^T with the column-major BLAS: B and A swap places.
@@ -22,3 +29,45 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     else:
         dgemm(&ta, &tb, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda,
               &beta, c, &ldc)
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                      floating alpha, const floating* a, int lda,
+                      const floating* b, int ldb,
+                      floating beta, floating* c, int ldc) noexcept nogil:
+    """C (m x n) = alpha * op(A) @ op(B) + beta * C, all arrays row-major: fastnn's float32
+    kernel for C = op(A) op(B) where it applies and is faster, BLAS otherwise."""
+    if m <= 0 or n <= 0:
+        return
+    if floating is float:
+        if alpha == 1 and beta == 0 and fastnn_sgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+            return
+    blas_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+
+# Smallest useful GEMM block: below this many rows or columns a split costs more in
+# BLAS packing than the second thread gains.
+cdef enum:
+    MIN_SPLIT = 16
+
+
+cdef inline bint split_rows(int rows, int cols) noexcept nogil:
+    """Split C = A B (rows x cols) by rows iff B (inner x cols) is no larger than A."""
+    return cols <= rows
+
+
+cdef inline void gemm_block(bint ta, bint tb, int M, int N, int K, const floating* A, int lda,
+                             const floating* B, int ldb, floating* C, int ldc,
+                             bint by_rows, int part, int parts) noexcept nogil:
+    """Block `part` of `parts` of C = op(A) op(B): a range of C's rows or of its columns."""
+    cdef int lo, hi
+    if by_rows:
+        lo = block_start(M, parts, part)
+        hi = block_start(M, parts, part + 1)
+        gemm(ta, tb, hi - lo, N, K, 1, A + (lo if ta else <Py_ssize_t>lo * lda), lda, B, ldb,
+             0, C + <Py_ssize_t>lo * ldc, ldc)
+    else:
+        lo = block_start(N, parts, part)
+        hi = block_start(N, parts, part + 1)
+        gemm(ta, tb, M, hi - lo, K, 1, A, lda, B + (<Py_ssize_t>lo * ldb if tb else lo), ldb,
+             0, C + lo, ldc)

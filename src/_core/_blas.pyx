@@ -1,20 +1,41 @@
-"""Python access to the row-major GEMM wrapper (used by tests and benchmarks)."""
+"""Python access to the row-major GEMM (used by tests and benchmarks)."""
 from cython cimport floating
+from cython.parallel cimport prange
+from ._openmp cimport n_blocks
 
 
 def gemm_rowmajor(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
-         bint trans_a=False, bint trans_b=False, double alpha=1.0, double beta=0.0):
-    """c = alpha * op(a) @ op(b) + beta * c in place; shapes must already agree."""
+                  bint trans_a=False, bint trans_b=False, double alpha=1.0, double beta=0.0,
+                  bint blas=False, int n_threads=1):
+    """c = alpha * op(a) @ op(b) + beta * c in place; shapes must already agree.
+
+    The GEMM fastnn's layers call (its own float32 kernels where they apply, else BLAS);
+    blas=True calls BLAS alone. n_threads > 1 splits c = op(a) @ op(b) (alpha 1, beta 0)
+    into row or column blocks over OpenMP threads, as the dense layers do.
+    """
     cdef int m = c.shape[0]
     cdef int n = c.shape[1]
     cdef int k = a.shape[0] if trans_a else a.shape[1]
-    cdef int lda = a.shape[1]
-    cdef int ldb = b.shape[1]
+    cdef int lda = a.shape[1] if a.shape[1] > 0 else 1
+    cdef int ldb = b.shape[1] if b.shape[1] > 0 else 1
     cdef int ldc = c.shape[1]
+    cdef bint by_rows = split_rows(m, n)
+    cdef int blk, nb = n_blocks(m if by_rows else n, n_threads, MIN_SPLIT)
+    cdef const floating* pa = &a[0, 0] if a.shape[0] * a.shape[1] else NULL
+    cdef const floating* pb = &b[0, 0] if b.shape[0] * b.shape[1] else NULL
     if (a.shape[1] if trans_a else a.shape[0]) != m or (b.shape[0] if trans_b else b.shape[1]) != n \
             or (b.shape[1] if trans_b else b.shape[0]) != k:
         raise ValueError("gemm: shapes of a, b and c do not agree")
+    if m * n == 0:
+        return
+    if n_threads > 1:
+        if alpha != 1 or beta != 0 or blas:
+            raise ValueError("gemm: n_threads > 1 needs alpha=1, beta=0 and blas=False")
+        for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
+            gemm_block(trans_a, trans_b, m, n, k, pa, lda, pb, ldb, &c[0, 0], ldc, by_rows, blk, nb)
+        return
     with nogil:
-        gemm(trans_a, trans_b, m, n, k, <floating>alpha, &a[0, 0] if a.shape[0] * a.shape[1] else NULL,
-              lda if lda > 0 else 1, &b[0, 0] if b.shape[0] * b.shape[1] else NULL,
-              ldb if ldb > 0 else 1, <floating>beta, &c[0, 0], ldc)
+        if blas:
+            blas_gemm(trans_a, trans_b, m, n, k, <floating>alpha, pa, lda, pb, ldb, <floating>beta, &c[0, 0], ldc)
+        else:
+            gemm(trans_a, trans_b, m, n, k, <floating>alpha, pa, lda, pb, ldb, <floating>beta, &c[0, 0], ldc)

@@ -16,49 +16,22 @@ is summed over the whole batch in one fixed order, whatever the thread count.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from ._blas cimport gemm
+from ._blas cimport MIN_SPLIT, split_rows, gemm_block
 from ._openmp cimport n_blocks, block_start, flush_denormals, restore_denormals
 from .activations cimport bias_act_n, act_backward_n
-
-# Smallest useful GEMM block: below this many rows or columns a split costs more in
-# BLAS packing than the second thread gains.
-cdef Py_ssize_t MIN_SPLIT = 16
-
-
-cdef inline bint _split_rows(int rows, int cols) noexcept nogil:
-    """Split C = A B (rows x cols) by rows iff B (inner x cols) is no larger than A."""
-    return cols <= rows
-
-
-cdef inline void _gemm_block(bint ta, bint tb, int M, int N, int K, const floating* A, int lda,
-                             const floating* B, int ldb, floating* C, int ldc,
-                             bint by_rows, int part, int parts) noexcept nogil:
-    """Block `part` of `parts` of C = op(A) op(B): a range of C's rows or of its columns."""
-    cdef int lo, hi
-    if by_rows:
-        lo = block_start(M, parts, part)
-        hi = block_start(M, parts, part + 1)
-        gemm(ta, tb, hi - lo, N, K, 1, A + (lo if ta else <Py_ssize_t>lo * lda), lda, B, ldb,
-             0, C + <Py_ssize_t>lo * ldc, ldc)
-    else:
-        lo = block_start(N, parts, part)
-        hi = block_start(N, parts, part + 1)
-        gemm(ta, tb, M, hi - lo, K, 1, A, lda, B + (<Py_ssize_t>lo * ldb if tb else lo), ldb,
-             0, C + lo, ldc)
-
 
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
                   floating[:, ::1] z, floating[:, ::1] y, int kind, double a, int n_threads):
     """y = f(x @ w + b). z receives the pre-activation x @ w + b when given (needed by the
     backward pass only when needs_input(kind, a)); z=None computes y in place."""
     cdef int n = x.shape[0], k = x.shape[1], m = w.shape[1], blk, lo, hi
-    cdef bint by_rows = _split_rows(n, m)
+    cdef bint by_rows = split_rows(n, m)
     cdef int nb = n_blocks(n if by_rows else m, n_threads, MIN_SPLIT)
     cdef unsigned int csr
     cdef floating* z_ptr = &z[0, 0] if z is not None else &y[0, 0]
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         csr = flush_denormals()
-        _gemm_block(False, False, n, m, k, &x[0, 0], k, &w[0, 0], m, z_ptr, m, by_rows, blk, nb)
+        gemm_block(False, False, n, m, k, &x[0, 0], k, &w[0, 0], m, z_ptr, m, by_rows, blk, nb)
         if by_rows:
             lo = block_start(n, nb, blk)
             hi = block_start(n, nb, blk + 1)
@@ -93,7 +66,7 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
     """
     cdef int n = x.shape[0], k = x.shape[1], m = w.shape[1], blk, r0, r1, c0, c1
     cdef bint want_dx = dx is not None, want_dw = dw is not None
-    cdef bint dx_by_rows = _split_rows(n, k), dw_by_rows = _split_rows(k, m)
+    cdef bint dx_by_rows = split_rows(n, k), dw_by_rows = split_rows(k, m)
     cdef int nb_rows = n_blocks(n, n_threads, MIN_SPLIT)
     cdef int nb_dx = n_blocks(n if dx_by_rows else k, n_threads, MIN_SPLIT)
     cdef int nb_dw = n_blocks(k if dw_by_rows else m, n_threads, MIN_SPLIT)
@@ -113,11 +86,11 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
         # (implicit barrier: every block of dZ is ready)
         if want_dx:
             for blk in prange(nb_dx, schedule='static'):
-                _gemm_block(False, True, n, k, m, &dy[0, 0], m, &w[0, 0], m, dx_ptr, k,
+                gemm_block(False, True, n, k, m, &dy[0, 0], m, &w[0, 0], m, dx_ptr, k,
                             dx_by_rows, blk, nb_dx)
         if want_dw:
             for blk in prange(nb_dw, schedule='static'):
-                _gemm_block(True, False, k, m, n, &x[0, 0], k, &dy[0, 0], m, &dw[0, 0], m,
+                gemm_block(True, False, k, m, n, &x[0, 0], k, &dy[0, 0], m, &dw[0, 0], m,
                             dw_by_rows, blk, nb_dw)
             for blk in prange(nb_db, schedule='static'):
                 c0 = block_start(m, nb_db, blk)

@@ -1,0 +1,246 @@
+/* Row-major float32 GEMM for AVX-512, C = op(A) op(B) (alpha 1, beta 0), all three shapes of
+ * a dense layer's step:
+ *   NN  C (m x n) = A (m x k)   B (k x n)      forward      Z  = X W
+ *   TN  C (m x n) = A (k x m)^T B (k x n)      weights      dW = X^T dZ
+ *   NT  C (m x n) = A (m x k)   B (n x k)^T    inputs       dX = dZ W^T
+ * One register tile computes MR x (16 NV) of C: each step p broadcasts MR elements of
+ * op(A)'s column p and multiplies them with NV vectors of B's row p (24 accumulators,
+ * 24 FMAs per 4 + 6 loads). NN and TN read B in place (its rows are contiguous), so the
+ * weight matrix is never packed: OpenBLAS packs it on every call, which doubles the time of
+ * the forward GEMM at batch 32. NT packs blocks of B^T (KC x 64) into a stack buffer.
+ * A is read in place through (row, column) strides. k is cut into blocks of at most KC
+ * so the B panel of a tile stays in L1; C tiles accumulate over the blocks.
+ * fastnn_sgemm returns 0 when it did not compute C (no AVX-512): call BLAS instead. */
+#ifndef FASTNN_SGEMM_F32_H
+#define FASTNN_SGEMM_F32_H
+#include <stddef.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+#define FNN_MR 6
+#define FNN_NV 4
+#define FNN_NC (16 * FNN_NV)
+#define FNN_KC 128
+#define FNN_MC 72
+/* Where OpenBLAS is faster (bench/gemm_shapes.py): fewer than 4 rows (its GEMV-like paths),
+ * and every dimension above 256 (its cache blocking for large products wins, 10-40%). */
+#define FNN_MIN_ROWS 4
+#define FNN_MAX_DIM 256
+
+#define FNN_ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* C[0:mr, 0:16 nv] (+)= sum_p A[r, p] B[p, :]; A[r, p] at a[r rs_a + p cs_a]; the last
+ * vector of each row is masked by `last` (columns beyond n). */
+FNN_ALWAYS_INLINE void fnn_tile(const int mr, const int nv, int kc, const float *a,
+                                ptrdiff_t rs_a, ptrdiff_t cs_a, const float *b, ptrdiff_t ldb,
+                                float *c, ptrdiff_t ldc, __mmask16 last, int accumulate)
+{
+    __m512 acc[FNN_MR][FNN_NV];
+#pragma GCC unroll 6
+    for (int r = 0; r < mr; r++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) {
+            __mmask16 k = v == nv - 1 ? last : (__mmask16)0xFFFF;
+            acc[r][v] = accumulate ? _mm512_maskz_loadu_ps(k, c + r * ldc + 16 * v) : _mm512_setzero_ps();
+        }
+    }
+    for (int p = 0; p < kc; p++) {
+        __m512 bv[FNN_NV];
+        const float *brow = b + p * ldb;
+        const float *acol = a + p * cs_a;
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            bv[v] = v == nv - 1 ? _mm512_maskz_loadu_ps(last, brow + 16 * v) : _mm512_loadu_ps(brow + 16 * v);
+#pragma GCC unroll 6
+        for (int r = 0; r < mr; r++) {
+            __m512 av = _mm512_set1_ps(acol[r * rs_a]);
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++)
+                acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < mr; r++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) {
+            __mmask16 k = v == nv - 1 ? last : (__mmask16)0xFFFF;
+            _mm512_mask_storeu_ps(c + r * ldc + 16 * v, k, acc[r][v]);
+        }
+    }
+}
+
+#define FNN_TILE_CASE(MR_, NV_)                                                                 \
+    case (MR_) * 8 + (NV_):                                                                     \
+        fnn_tile(MR_, NV_, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate);                \
+        break;
+#define FNN_TILE_ROW(MR_) FNN_TILE_CASE(MR_, 1) FNN_TILE_CASE(MR_, 2) FNN_TILE_CASE(MR_, 3) FNN_TILE_CASE(MR_, 4)
+
+static void fnn_tile_any(int mr, int nv, int kc, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
+                         const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, __mmask16 last,
+                         int accumulate)
+{
+    switch (mr * 8 + nv) {
+        FNN_TILE_ROW(1) FNN_TILE_ROW(2) FNN_TILE_ROW(3) FNN_TILE_ROW(4) FNN_TILE_ROW(5) FNN_TILE_ROW(6)
+    default:
+        break;
+    }
+}
+
+/* k split into equal blocks of at most FNN_KC */
+static inline int fnn_k_block(int k)
+{
+    int blocks = (k + FNN_KC - 1) / FNN_KC;
+    return (k + blocks - 1) / blocks;
+}
+
+/* C = op(A) B with B (k x n) row-major read in place; op(A)[i, p] = a[i rs_a + p cs_a].
+ * Loop order: k block, block of FNN_MC rows (its A block stays in L2), column strip (its
+ * B panel, kc x 64, stays in L1), row tile. */
+/* dst[t][p][r] = op(A)[i0 + 6 t + r, p0 + p]: one contiguous kc x 6 panel per row tile */
+static void fnn_pack_a(float *dst, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a, int rows, int kc)
+{
+    for (int t = 0; t < rows; t += FNN_MR) {
+        int mr = rows - t < FNN_MR ? rows - t : FNN_MR;
+        float *d = dst + (ptrdiff_t)t * kc;
+        if (cs_a == 1) {
+            for (int r = 0; r < mr; r++)
+                for (int p = 0; p < kc; p++)
+                    d[p * FNN_MR + r] = a[(t + r) * rs_a + p];
+        } else {
+            for (int p = 0; p < kc; p++)
+                for (int r = 0; r < mr; r++)
+                    d[p * FNN_MR + r] = a[(t + r) * rs_a + p * cs_a];
+        }
+    }
+}
+
+static void fnn_gemm_b_rows(int m, int n, int k, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
+                            const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc)
+{
+    float apack[FNN_KC * FNN_MC] __attribute__((aligned(64)));
+    float bpack[FNN_KC * FNN_NC] __attribute__((aligned(64)));
+    int kc_max = fnn_k_block(k);
+    int pack_a = cs_a != 1 && n > FNN_NC;
+    for (int p0 = 0; p0 < k; p0 += kc_max) {
+        int kc = k - p0 < kc_max ? k - p0 : kc_max;
+        for (int ib = 0; ib < m; ib += FNN_MC) {
+            int i1 = m - ib < FNN_MC ? m : ib + FNN_MC;
+            if (pack_a)
+                fnn_pack_a(apack, a + ib * rs_a + p0 * cs_a, rs_a, cs_a, i1 - ib, kc);
+            for (int j0 = 0; j0 < n; j0 += FNN_NC) {
+                int cols = n - j0 < FNN_NC ? n - j0 : FNN_NC;
+                int nv = (cols + 15) / 16;
+                __mmask16 last = (__mmask16)(cols % 16 ? (1u << (cols % 16)) - 1u : 0xFFFFu);
+                const float *bsrc = b + p0 * ldb + j0;
+                for (int p = 0; p < kc; p++)
+                    for (int v = 0; v < nv; v++)
+                        _mm512_store_ps(bpack + p * FNN_NC + 16 * v,
+                                        _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, bsrc + p * ldb + 16 * v));
+                for (int i0 = ib; i0 < i1; i0 += FNN_MR) {
+                    int mr = i1 - i0 < FNN_MR ? i1 - i0 : FNN_MR;
+                    if (pack_a)
+                        fnn_tile_any(mr, nv, kc, apack + (ptrdiff_t)(i0 - ib) * kc, 1, FNN_MR,
+                                     bpack, FNN_NC, c + i0 * ldc + j0, ldc, last, p0 > 0);
+                    else
+                        fnn_tile_any(mr, nv, kc, a + i0 * rs_a + p0 * cs_a, rs_a, cs_a, bpack,
+                                     FNN_NC, c + i0 * ldc + j0, ldc, last, p0 > 0);
+                }
+            }
+        }
+    }
+}
+
+/* dst[p * FNN_NC + j] = src[j * lds + p] for j < cols, p < kc: 16 x 16 blocks transposed in
+ * registers, the edges element by element. */
+static void fnn_pack_transposed(float *dst, const float *src, ptrdiff_t lds, int cols, int kc)
+{
+    int j = 0;
+    for (; j + 16 <= cols; j += 16) {
+        int p = 0;
+        for (; p + 16 <= kc; p += 16) {
+            __m512 r[16], t[16];
+            for (int q = 0; q < 16; q++)
+                r[q] = _mm512_loadu_ps(src + (ptrdiff_t)(j + q) * lds + p);
+            for (int q = 0; q < 16; q += 2) {
+                t[q] = _mm512_unpacklo_ps(r[q], r[q + 1]);
+                t[q + 1] = _mm512_unpackhi_ps(r[q], r[q + 1]);
+            }
+            for (int q = 0; q < 16; q += 4) {
+                r[q] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[q]), _mm512_castps_pd(t[q + 2])));
+                r[q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[q]), _mm512_castps_pd(t[q + 2])));
+                r[q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[q + 1]), _mm512_castps_pd(t[q + 3])));
+                r[q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[q + 1]), _mm512_castps_pd(t[q + 3])));
+            }
+            /* r[4g + s] holds, in each 128-bit lane L, column 4L + s of rows 4g..4g+3 */
+            for (int s = 0; s < 4; s++) {
+                __m512 a01 = _mm512_shuffle_f32x4(r[s], r[4 + s], 0x44);   /* lanes 0,1 of g0 | g1 */
+                __m512 a23 = _mm512_shuffle_f32x4(r[s], r[4 + s], 0xEE);   /* lanes 2,3 of g0 | g1 */
+                __m512 b01 = _mm512_shuffle_f32x4(r[8 + s], r[12 + s], 0x44);
+                __m512 b23 = _mm512_shuffle_f32x4(r[8 + s], r[12 + s], 0xEE);
+                /* column 4L + s: lane L of g0, g1, g2, g3 */
+                _mm512_storeu_ps(dst + (ptrdiff_t)(p + s) * FNN_NC + j, _mm512_shuffle_f32x4(a01, b01, 0x88));
+                _mm512_storeu_ps(dst + (ptrdiff_t)(p + 4 + s) * FNN_NC + j, _mm512_shuffle_f32x4(a01, b01, 0xDD));
+                _mm512_storeu_ps(dst + (ptrdiff_t)(p + 8 + s) * FNN_NC + j, _mm512_shuffle_f32x4(a23, b23, 0x88));
+                _mm512_storeu_ps(dst + (ptrdiff_t)(p + 12 + s) * FNN_NC + j, _mm512_shuffle_f32x4(a23, b23, 0xDD));
+            }
+        }
+        for (; p < kc; p++)
+            for (int q = 0; q < 16; q++)
+                dst[(ptrdiff_t)p * FNN_NC + j + q] = src[(ptrdiff_t)(j + q) * lds + p];
+    }
+    for (; j < cols; j++)
+        for (int p = 0; p < kc; p++)
+            dst[(ptrdiff_t)p * FNN_NC + j] = src[(ptrdiff_t)j * lds + p];
+}
+
+/* C = A B^T, A (m x k), B (n x k): blocks of B^T packed kc x 64 on the stack. */
+static void fnn_gemm_nt(int m, int n, int k, const float *a, ptrdiff_t lda, const float *b,
+                        ptrdiff_t ldb, float *c, ptrdiff_t ldc)
+{
+    float panel[FNN_KC * FNN_NC] __attribute__((aligned(64)));
+    int kc_max = fnn_k_block(k);
+    for (int j0 = 0; j0 < n; j0 += FNN_NC) {
+        int cols = n - j0 < FNN_NC ? n - j0 : FNN_NC;
+        int nv = (cols + 15) / 16;
+        __mmask16 last = (__mmask16)(cols % 16 ? (1u << (cols % 16)) - 1u : 0xFFFFu);
+        for (int p0 = 0; p0 < k; p0 += kc_max) {
+            int kc = k - p0 < kc_max ? k - p0 : kc_max;
+            fnn_pack_transposed(panel, b + (ptrdiff_t)j0 * ldb + p0, ldb, cols, kc);
+            for (int i0 = 0; i0 < m; i0 += FNN_MR) {
+                int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
+                fnn_tile_any(mr, nv, kc, a + i0 * lda + p0, lda, 1, panel, FNN_NC,
+                             c + i0 * ldc + j0, ldc, last, p0 > 0);
+            }
+        }
+    }
+}
+
+static int fastnn_sgemm(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
+                        const float *b, int ldb, float *c, int ldc)
+{
+    if ((trans_a && trans_b) || m < FNN_MIN_ROWS || (m > FNN_MAX_DIM && n > FNN_MAX_DIM && k > FNN_MAX_DIM))
+        return 0;
+    if (k <= 0) {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                c[(ptrdiff_t)i * ldc + j] = 0.0f;
+        return 1;
+    }
+    if (trans_b)
+        fnn_gemm_nt(m, n, k, a, lda, b, ldb, c, ldc);
+    else if (trans_a)
+        fnn_gemm_b_rows(m, n, k, a, 1, lda, b, ldb, c, ldc);
+    else
+        fnn_gemm_b_rows(m, n, k, a, lda, 1, b, ldb, c, ldc);
+    return 1;
+}
+#else
+static int fastnn_sgemm(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
+                        const float *b, int ldb, float *c, int ldc)
+{
+    (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)a; (void)lda; (void)b;
+    (void)ldb; (void)c; (void)ldc;
+    return 0;
+}
+#endif
+#endif
