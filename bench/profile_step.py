@@ -1,6 +1,6 @@
 """Where a training step's time goes: validation, forward, loss, backward, optimizer, timed
 inside real consecutive steps (so caches are as cold as in training), next to the bare
-GEMMs of each layer.
+GEMMs of each layer (fastnn's GEMM, split over the threads as the layers split it).
 
     python bench/profile_step.py --sizes 784,512,512,10 --batch 256 --threads 2
 """
@@ -55,25 +55,28 @@ def main(argv=None):
                 model._apply_step()
                 t = tick("optimizer", t)
             parts["total"] = parts.get("total", 0.0) + time.perf_counter() - start
-    gemm = 0.0
-    with threadpool_limits(args.threads, user_api="blas"):
+    gemm = {"forward": 0.0, "backward": 0.0}
+    with threadpool_limits(1, user_api="blas"):
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             A = rng.standard_normal((args.batch, a)).astype(np.float32)
             W = rng.standard_normal((a, b)).astype(np.float32)
             Z, dW, dX = np.empty((args.batch, b), np.float32), np.empty_like(W), np.empty_like(A)
-            calls = [lambda: gemm_rowmajor(A, W, Z), lambda: gemm_rowmajor(A, Z, dW, True, False)]
+            calls = [("forward", lambda: gemm_rowmajor(A, W, Z, n_threads=args.threads)),
+                     ("backward", lambda: gemm_rowmajor(A, Z, dW, True, False, n_threads=args.threads))]
             if i:
-                calls.append(lambda: gemm_rowmajor(Z, W, dX, False, True))
-            for call in calls:
+                calls.append(("backward", lambda: gemm_rowmajor(Z, W, dX, False, True, n_threads=args.threads)))
+            for phase, call in calls:
                 for _ in range(3):
                     call()
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
                     call()
-                gemm += (time.perf_counter() - t0) / args.steps
+                gemm[phase] += (time.perf_counter() - t0) / args.steps
     for name, seconds in parts.items():
-        print(f"{name:10s} {seconds / args.steps * 1e3:8.3f} ms")
-    print(f"{'gemms':10s} {gemm * 1e3:8.3f} ms  (the same products alone, BLAS on {args.threads} thread(s))")
+        extra = f"   of which GEMMs alone {gemm[name] * 1e3:.3f} ms" if name in gemm else ""
+        print(f"{name:10s} {seconds / args.steps * 1e3:8.3f} ms{extra}")
+    print(f"{'gemms':10s} {sum(gemm.values()) * 1e3:8.3f} ms  (the same products alone, fastnn's GEMM split over "
+          f"{args.threads} thread(s) as the layers split it)")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,22 @@
-/* Row-major float32 GEMM for AVX-512, C = op(A) op(B) (alpha 1, beta 0), all three shapes of
+/* Row-major float32 GEMM for AVX-512, C = op(A) op(B) (alpha 1, beta 0), the three shapes of
  * a dense layer's step:
  *   NN  C (m x n) = A (m x k)   B (k x n)      forward      Z  = X W
  *   TN  C (m x n) = A (k x m)^T B (k x n)      weights      dW = X^T dZ
  *   NT  C (m x n) = A (m x k)   B (n x k)^T    inputs       dX = dZ W^T
- * One register tile computes MR x (16 NV) of C: each step p broadcasts MR elements of
- * op(A)'s column p and multiplies them with NV vectors of B's row p (24 accumulators,
- * 24 FMAs per 4 + 6 loads). NN and TN read B in place (its rows are contiguous), so the
- * weight matrix is never packed: OpenBLAS packs it on every call, which doubles the time of
- * the forward GEMM at batch 32. NT packs blocks of B^T (KC x 64) into a stack buffer.
- * A is read in place through (row, column) strides. k is cut into blocks of at most KC
- * so the B panel of a tile stays in L1; C tiles accumulate over the blocks.
- * fastnn_sgemm returns 0 when it did not compute C (no AVX-512): call BLAS instead. */
+ * A register tile computes 6 x 64 of C: each step p broadcasts 6 elements of op(A)'s
+ * column p and multiplies them with 4 vectors of B's row p (24 accumulators, 24 FMAs per
+ * 4 + 6 loads). k is cut into blocks of at most 128; per block and per 64-column strip,
+ * B's panel (128 x 64, 32 KiB: L1) is packed once and swept down all rows of C, the C tiles
+ * accumulating over the k blocks. NN reads A in place; TN packs A^T into 6-row panels; NT
+ * packs its B^T panels with 16 x 16 in-register transposes.
+ * Compared with OpenBLAS (bench/gemm_shapes.py), this wins where one dimension is small, as
+ * in training steps (batch 32: forward 0.55-0.65 of OpenBLAS's time, which packs the whole
+ * weight matrix per call); it loses on large products, which fastnn_sgemm declines.
+ * fastnn_sgemm returns 0 when it did not compute C: call BLAS instead. */
 #ifndef FASTNN_SGEMM_F32_H
 #define FASTNN_SGEMM_F32_H
 #include <stddef.h>
+#include <stdlib.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
@@ -21,7 +24,6 @@
 #define FNN_NV 4
 #define FNN_NC (16 * FNN_NV)
 #define FNN_KC 128
-#define FNN_MC 72
 /* Where OpenBLAS is faster (bench/gemm_shapes.py): fewer than 4 rows (its GEMV-like paths),
  * and every dimension above 256 (its cache blocking for large products wins, 10-40%). */
 #define FNN_MIN_ROWS 4
@@ -93,61 +95,58 @@ static inline int fnn_k_block(int k)
     return (k + blocks - 1) / blocks;
 }
 
-/* C = op(A) B with B (k x n) row-major read in place; op(A)[i, p] = a[i rs_a + p cs_a].
- * Loop order: k block, block of FNN_MC rows (its A block stays in L2), column strip (its
- * B panel, kc x 64, stays in L1), row tile. */
-/* dst[t][p][r] = op(A)[i0 + 6 t + r, p0 + p]: one contiguous kc x 6 panel per row tile */
+/* dst[t][p][r] = op(A)[t + r, p] for row tiles t = 0, 6, 12, ...: one contiguous kc x 6
+ * panel per tile (rows beyond `rows` in the last panel are left unset and never read) */
 static void fnn_pack_a(float *dst, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a, int rows, int kc)
 {
     for (int t = 0; t < rows; t += FNN_MR) {
         int mr = rows - t < FNN_MR ? rows - t : FNN_MR;
         float *d = dst + (ptrdiff_t)t * kc;
-        if (cs_a == 1) {
+        for (int p = 0; p < kc; p++)
             for (int r = 0; r < mr; r++)
-                for (int p = 0; p < kc; p++)
-                    d[p * FNN_MR + r] = a[(t + r) * rs_a + p];
-        } else {
-            for (int p = 0; p < kc; p++)
-                for (int r = 0; r < mr; r++)
-                    d[p * FNN_MR + r] = a[(t + r) * rs_a + p * cs_a];
-        }
+                d[p * FNN_MR + r] = a[(t + r) * rs_a + p * cs_a];
     }
 }
 
-static void fnn_gemm_b_rows(int m, int n, int k, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
-                            const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc)
+/* C = op(A) B with op(A)[i, p] = a[i rs_a + p cs_a] and B (k x n) row-major. Per k block:
+ * op(A) packed into 6-row panels when it is read transposed and reused by several strips
+ * (on the heap: m x kc), then for each 64-column strip, B's panel (kc x 64) packed once on
+ * the stack and swept down all of C's rows. Returns 0 when the heap buffer is unavailable. */
+static int fnn_gemm_b_rows(int m, int n, int k, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
+                           const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc)
 {
-    float apack[FNN_KC * FNN_MC] __attribute__((aligned(64)));
     float bpack[FNN_KC * FNN_NC] __attribute__((aligned(64)));
     int kc_max = fnn_k_block(k);
     int pack_a = cs_a != 1 && n > FNN_NC;
+    float *apack = pack_a ? aligned_alloc(64, (size_t)kc_max * (m + FNN_MR) * sizeof(float)) : NULL;
+    if (pack_a && !apack)
+        return 0;
     for (int p0 = 0; p0 < k; p0 += kc_max) {
         int kc = k - p0 < kc_max ? k - p0 : kc_max;
-        for (int ib = 0; ib < m; ib += FNN_MC) {
-            int i1 = m - ib < FNN_MC ? m : ib + FNN_MC;
-            if (pack_a)
-                fnn_pack_a(apack, a + ib * rs_a + p0 * cs_a, rs_a, cs_a, i1 - ib, kc);
-            for (int j0 = 0; j0 < n; j0 += FNN_NC) {
-                int cols = n - j0 < FNN_NC ? n - j0 : FNN_NC;
-                int nv = (cols + 15) / 16;
-                __mmask16 last = (__mmask16)(cols % 16 ? (1u << (cols % 16)) - 1u : 0xFFFFu);
-                const float *bsrc = b + p0 * ldb + j0;
-                for (int p = 0; p < kc; p++)
-                    for (int v = 0; v < nv; v++)
-                        _mm512_store_ps(bpack + p * FNN_NC + 16 * v,
-                                        _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, bsrc + p * ldb + 16 * v));
-                for (int i0 = ib; i0 < i1; i0 += FNN_MR) {
-                    int mr = i1 - i0 < FNN_MR ? i1 - i0 : FNN_MR;
-                    if (pack_a)
-                        fnn_tile_any(mr, nv, kc, apack + (ptrdiff_t)(i0 - ib) * kc, 1, FNN_MR,
-                                     bpack, FNN_NC, c + i0 * ldc + j0, ldc, last, p0 > 0);
-                    else
-                        fnn_tile_any(mr, nv, kc, a + i0 * rs_a + p0 * cs_a, rs_a, cs_a, bpack,
-                                     FNN_NC, c + i0 * ldc + j0, ldc, last, p0 > 0);
-                }
+        if (pack_a)
+            fnn_pack_a(apack, a + p0 * cs_a, rs_a, cs_a, m, kc);
+        for (int j0 = 0; j0 < n; j0 += FNN_NC) {
+            int cols = n - j0 < FNN_NC ? n - j0 : FNN_NC;
+            int nv = (cols + 15) / 16;
+            __mmask16 last = (__mmask16)(cols % 16 ? (1u << (cols % 16)) - 1u : 0xFFFFu);
+            const float *bsrc = b + p0 * ldb + j0;
+            for (int p = 0; p < kc; p++)
+                for (int v = 0; v < nv; v++)
+                    _mm512_store_ps(bpack + p * FNN_NC + 16 * v,
+                                    _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, bsrc + p * ldb + 16 * v));
+            for (int i0 = 0; i0 < m; i0 += FNN_MR) {
+                int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
+                if (pack_a)
+                    fnn_tile_any(mr, nv, kc, apack + (ptrdiff_t)i0 * kc, 1, FNN_MR, bpack, FNN_NC,
+                                 c + i0 * ldc + j0, ldc, last, p0 > 0);
+                else
+                    fnn_tile_any(mr, nv, kc, a + i0 * rs_a + p0 * cs_a, rs_a, cs_a, bpack, FNN_NC,
+                                 c + i0 * ldc + j0, ldc, last, p0 > 0);
             }
         }
     }
+    free(apack);
+    return 1;
 }
 
 /* dst[p * FNN_NC + j] = src[j * lds + p] for j < cols, p < kc: 16 x 16 blocks transposed in
@@ -229,9 +228,9 @@ static int fastnn_sgemm(int trans_a, int trans_b, int m, int n, int k, const flo
     if (trans_b)
         fnn_gemm_nt(m, n, k, a, lda, b, ldb, c, ldc);
     else if (trans_a)
-        fnn_gemm_b_rows(m, n, k, a, 1, lda, b, ldb, c, ldc);
+        return fnn_gemm_b_rows(m, n, k, a, 1, lda, b, ldb, c, ldc);
     else
-        fnn_gemm_b_rows(m, n, k, a, lda, 1, b, ldb, c, ldc);
+        return fnn_gemm_b_rows(m, n, k, a, lda, 1, b, ldb, c, ldc);
     return 1;
 }
 #else
