@@ -2,9 +2,9 @@
 
     python bench/run.py [--quick] [--threads 1,2] [--e2e] [--out bench/results.json]
 
-Each configuration runs, in this one run (each contender in its own worker process, see
-bench_config), the same network (float32, ReLU hidden
-layers, 10 classes, softmax cross-entropy, Adam) through:
+Each configuration runs, in this one run (each contender in its own worker process, the
+workers taking turns round by round, see bench_config), the same network (float32, ReLU
+hidden layers, 10 classes, softmax cross-entropy, Adam) through:
   fastnn      model.train_step(X, y) (public API, validation included)
   gemm        exactly the step's matrix products (forward X W, backward X^T dZ and dZ W^T)
               into preallocated outputs, the faster of: the GEMM fastnn's layers call (its
@@ -18,15 +18,18 @@ The column mkl/openblas times the same GEMMs through torch.mm (PyTorch's own BLA
 the OpenBLAS GEMMs: below 1, PyTorch starts from a faster GEMM than fastnn can call.
 """
 import argparse
+import contextlib
 import os
+import statistics
 import subprocess
 import sys
+import time
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import NumpyMLP, environment, median_time, torch_mlp, write_json  # noqa: E402
+from common import NumpyMLP, environment, torch_mlp, write_json  # noqa: E402
 
 import fastnn as fnn  # noqa: E402
 from fastnn._core._blas import gemm_rowmajor  # noqa: E402
@@ -80,10 +83,11 @@ def torch_gemm_step(torch, sizes, batch, rng):
 
 
 CONTENDERS = ("fastnn", "gemm", "openblas", "numpy", "torch_fused", "torch", "torch_gemm")
+SAMPLE_TIME = 0.05  # seconds per timed sample (at least one step)
 
 
-def measure(contender, sizes, batch, threads, repeat):
-    """Median seconds per step of one contender (run inside a worker process)."""
+def make_step(contender, sizes, batch, threads, stack):
+    """One step of a contender as a no-argument callable; thread settings enter `stack`."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((batch, sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], batch)
@@ -91,45 +95,87 @@ def measure(contender, sizes, batch, threads, repeat):
         layers = [fnn.Dense(a, b, activation="relu", init="he_normal") for a, b in zip(sizes[:-2], sizes[1:-1])]
         layers.append(fnn.Dense(sizes[-2], sizes[-1]))
         model = fnn.Sequential(layers, optimizer=fnn.optim.Adam(lr=1e-3), seed=0)
-        with fnn.threads(threads):
-            return median_time(lambda: model.train_step(X, y), repeat)
+        stack.enter_context(fnn.threads(threads))
+        return lambda: model.train_step(X, y)
     if contender == "gemm":
-        with threadpool_limits(1, user_api="blas"):
-            return median_time(gemm_step(sizes, batch, rng, threads=threads), repeat)
+        stack.enter_context(threadpool_limits(1, user_api="blas"))
+        return gemm_step(sizes, batch, rng, threads=threads)
     if contender in ("openblas", "numpy"):
-        step = gemm_step(sizes, batch, rng, blas=True) if contender == "openblas" else (
+        stack.enter_context(threadpool_limits(threads, user_api="blas"))
+        return gemm_step(sizes, batch, rng, blas=True) if contender == "openblas" else (
             lambda m=NumpyMLP(sizes, batch, rng): m.step(X, y))
-        with threadpool_limits(threads, user_api="blas"):
-            return median_time(step, repeat)
     import torch
 
     torch.set_num_threads(threads)
     if contender == "torch_gemm":
-        return median_time(torch_gemm_step(torch, sizes, batch, rng), repeat)
+        return torch_gemm_step(torch, sizes, batch, rng)
     _, step = torch_mlp(sizes, threads, fused=contender == "torch_fused")
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    return median_time(lambda: step(Xt, yt), repeat)
+    return lambda: step(Xt, yt)
 
 
-def bench_config(name, sizes, batch, threads, repeat):
-    """Time every contender, each in a fresh worker process, one after the other.
+def serve(contender, sizes, batch, threads, sample_time):
+    """Worker process: warm up, print "ready", then for each "run" line on stdin time one
+    sample (as many steps as last >= sample_time) and print the seconds per step."""
+    with contextlib.ExitStack() as stack:
+        step = make_step(contender, sizes, batch, threads, stack)
+        for _ in range(3):
+            step()
+        t0 = time.perf_counter()
+        step()
+        inner = max(1, int(sample_time / max(time.perf_counter() - t0, 1e-7)))
+        print("ready", flush=True)
+        for line in sys.stdin:
+            if line.strip() != "run":
+                break
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                step()
+            print((time.perf_counter() - t0) / inner, flush=True)
+
+
+def bench_config(name, sizes, batch, threads, rounds):
+    """Time every contender in its own worker process, interleaved round by round.
 
     On a 2-core machine the thread pools of different libraries in one process (fastnn's
     libgomp, OpenBLAS's pthreads, PyTorch's own OpenMP) slow each other down for a while
     after each switch: in one process, interleaved, PyTorch's fused step measured 28.6 ms
-    where it takes 4.1 ms alone (mnist-256, 2 threads). Separate processes keep every
-    measurement clean; the ratios still come from one run on one machine state.
+    where it takes 4.1 ms alone (mnist-256, 2 threads). So each contender lives in its own
+    process; the processes take turns, one sample each per round (after a pause that lets
+    the previous one's spinning threads go idle), so the machine's drift over minutes
+    touches every contender alike. Ratios are medians of the per-round ratios.
     """
     row = {"config": name, "sizes": sizes, "batch": batch, "threads": threads}
-    for contender in CONTENDERS:
-        if contender.startswith("torch") and not _have_torch():
-            continue
-        proc = subprocess.run([sys.executable, __file__, "--worker", contender, "--sizes", ",".join(map(str, sizes)),
-                               "--batch", str(batch), "--worker-threads", str(threads), "--repeat", str(repeat)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{contender} worker failed:\n{proc.stderr}")
-        row[contender] = float(proc.stdout.strip().splitlines()[-1])
+    names = [c for c in CONTENDERS if not c.startswith("torch") or _have_torch()]
+    workers = {c: subprocess.Popen([sys.executable, __file__, "--worker", c, "--sizes", ",".join(map(str, sizes)),
+                                    "--batch", str(batch), "--worker-threads", str(threads)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for c in names}
+    samples = {c: [] for c in names}
+    try:
+        for c, w in workers.items():
+            if w.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"the {c} worker failed (its error is printed above)")
+        for r in range(rounds):
+            for c in names[r % len(names):] + names[:r % len(names)]:
+                time.sleep(0.3)
+                workers[c].stdin.write("run\n")
+                workers[c].stdin.flush()
+                samples[c].append(float(workers[c].stdout.readline()))
+    finally:
+        for w in workers.values():
+            w.stdin.close()
+            w.wait()
+    for c in names:
+        row[c] = statistics.median(samples[c])
+    f, roof = np.array(samples["fastnn"]), np.minimum(samples["gemm"], samples["openblas"])
+    row["ratio_gemm"] = float(np.median(f / roof))
+    row["ratio_own_openblas"] = float(np.median(np.array(samples["gemm"]) / samples["openblas"]))
+    row["ratio_numpy"] = float(np.median(np.array(samples["numpy"]) / f))
+    for c in ("torch_fused", "torch"):
+        row[f"ratio_{c}"] = float(np.median(np.array(samples[c]) / f)) if c in samples else None
+    row["ratio_mkl_openblas"] = (float(np.median(np.array(samples["torch_gemm"]) / samples["openblas"]))
+                                 if "torch_gemm" in samples else None)
+    row["gemm"] = float(np.median(roof))
     return row
 
 
@@ -146,13 +192,8 @@ def report(rows):
     lines = [header, "-" * len(header)]
     for r in rows:
         f = r["fastnn"]
-        r["own_gemm"], r["gemm"] = r["gemm"], min(r["gemm"], r["openblas"])
-        r["ratio_gemm"] = f / r["gemm"]
-        r["ratio_numpy"] = r["numpy"] / f
         r["samples_per_s"] = r["batch"] / f
         tf = r.get("torch_fused")
-        r["ratio_torch_fused"] = tf / f if tf else None
-        r["ratio_torch"] = r["torch"] / f if r.get("torch") else None
         max_gemm, min_torch = TARGETS[r["config"]]
         verdict = ["gemm ok" if r["ratio_gemm"] <= max_gemm else f"gemm MISSED (<= {max_gemm})"]
         if tf:
@@ -163,8 +204,8 @@ def report(rows):
         lines.append(f"{r['config']:<10} {r['threads']:>3} {fmt(f):>10} {fmt(r['gemm']):>9} {fmt(tf):>11} "
                      f"{fmt(r.get('torch')):>9} {fmt(r['numpy']):>9} {r['ratio_gemm']:>11.3f} "
                      f"{ratio(r['ratio_torch_fused']):>15} {ratio(r['ratio_torch']):>12} "
-                     f"{r['ratio_numpy']:>12.2f} {r['samples_per_s']:>10.0f} {r['own_gemm'] / r['openblas']:>12.2f} "
-                     f"{ratio(r.get('torch_gemm') and r['torch_gemm'] / r['openblas']):>12}  {', '.join(verdict)}")
+                     f"{r['ratio_numpy']:>12.2f} {r['samples_per_s']:>10.0f} {r['ratio_own_openblas']:>12.2f} "
+                     f"{ratio(r['ratio_mkl_openblas']):>12}  {', '.join(verdict)}")
     return "\n".join(lines)
 
 
@@ -179,20 +220,18 @@ def main(argv=None):
     parser.add_argument("--sizes", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--repeat", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        sizes = [int(s) for s in args.sizes.split(",")]
-        print(measure(args.worker, sizes, args.batch, args.worker_threads, args.repeat))
+        serve(args.worker, [int(s) for s in args.sizes.split(",")], args.batch, args.worker_threads, SAMPLE_TIME)
         return
     threads = None if args.threads is None else {int(t) for t in args.threads.split(",")}
     names = None if args.configs is None else set(args.configs.split(","))
-    repeat = 5 if args.quick else 15
+    rounds = 5 if args.quick else 15
     rows = []
     for name, sizes, batch, nthreads in CONFIGS:
         if (threads and nthreads not in threads) or (names and name not in names):
             continue
-        rows.append(bench_config(name, sizes, batch, nthreads, repeat))
+        rows.append(bench_config(name, sizes, batch, nthreads, rounds))
         print(f"measured {name} ({nthreads} thread{'s' if nthreads > 1 else ''})", file=sys.stderr, flush=True)
     table = report(rows)
     print(table)
