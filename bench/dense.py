@@ -1,5 +1,6 @@
 """One dense layer forward + backward (784 -> 512, ReLU, batch 256, float32): fastnn's fused
-kernels vs the same math in NumPy, and vs the layer's bare GEMMs, measured in one run.
+kernels vs the same math in NumPy, and vs the layer's bare GEMMs (the faster of fastnn's GEMM
+split over the threads as the layer splits it and OpenBLAS threaded by itself), in one run.
 
     python bench/dense.py [--threads 1,2]
 """
@@ -45,10 +46,10 @@ def main(argv=None):
         dz = dy0 * (out > 0)
         return x.T @ dz, dz.sum(axis=0), dz @ W.T
 
-    def gemms():
-        gemm_rowmajor(x, W, y)
-        gemm_rowmajor(x, dy, dW, True, False)
-        gemm_rowmajor(dy, W, dx, False, True)
+    def gemms(**kw):
+        gemm_rowmajor(x, W, y, **kw)
+        gemm_rowmajor(x, dy, dW, True, False, **kw)
+        gemm_rowmajor(dy, W, dx, False, True, **kw)
 
     copy = median_time(lambda: np.copyto(dy, dy0), args.repeat)
     print(f"dense {k} -> {m}, ReLU, batch {n}, float32, forward + backward")
@@ -56,9 +57,10 @@ def main(argv=None):
     for threads in (int(t) for t in args.threads.split(",")):
         with threadpool_limits(1, user_api="blas"):
             t_fast = median_time(lambda: fastnn_step(threads), args.repeat) - copy
+            t_own = median_time(lambda: gemms(n_threads=threads), args.repeat)
         with threadpool_limits(threads, user_api="blas"):
             t_np = median_time(numpy_step, args.repeat)
-            t_gemm = median_time(gemms, args.repeat)
+            t_gemm = min(t_own, median_time(lambda: gemms(blas=True), args.repeat))
         print(f"{threads:>7} {t_fast * 1e3:>9.3f} {t_np * 1e3:>9.3f} {t_gemm * 1e3:>8.3f} "
               f"{t_np / t_fast:>12.2f} {t_fast / t_gemm:>11.3f}")
 
