@@ -29,7 +29,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import NumpyMLP, environment, torch_mlp, write_json  # noqa: E402
+from common import NumpyMLP, environment, median_time, torch_mlp, write_json  # noqa: E402
 
 import fastnn as fnn  # noqa: E402
 from fastnn._core._blas import gemm_rowmajor  # noqa: E402
@@ -83,7 +83,7 @@ def torch_gemm_step(torch, sizes, batch, rng):
 
 
 CONTENDERS = ("fastnn", "gemm", "openblas", "numpy", "torch_fused", "torch", "torch_gemm")
-SAMPLE_TIME = 0.05  # seconds per timed sample (at least one step)
+SAMPLE_TIME = 0.15  # seconds per timed sample (at least one step), after as long untimed
 
 
 def make_step(contender, sizes, batch, threads, stack):
@@ -115,8 +115,9 @@ def make_step(contender, sizes, batch, threads, stack):
 
 
 def serve(contender, sizes, batch, threads, sample_time):
-    """Worker process: warm up, print "ready", then for each "run" line on stdin time one
-    sample (as many steps as last >= sample_time) and print the seconds per step."""
+    """Worker process: warm up, print "ready", then for each "run" line on stdin run steps
+    for about sample_time untimed (after the pause between turns the core and the thread
+    pool need to wake up), time as many again and print the seconds per step."""
     with contextlib.ExitStack() as stack:
         step = make_step(contender, sizes, batch, threads, stack)
         for _ in range(3):
@@ -128,25 +129,16 @@ def serve(contender, sizes, batch, threads, sample_time):
         for line in sys.stdin:
             if line.strip() != "run":
                 break
+            for _ in range(inner):
+                step()
             t0 = time.perf_counter()
             for _ in range(inner):
                 step()
             print((time.perf_counter() - t0) / inner, flush=True)
 
 
-def bench_config(name, sizes, batch, threads, rounds):
-    """Time every contender in its own worker process, interleaved round by round.
-
-    On a 2-core machine the thread pools of different libraries in one process (fastnn's
-    libgomp, OpenBLAS's pthreads, PyTorch's own OpenMP) slow each other down for a while
-    after each switch: in one process, interleaved, PyTorch's fused step measured 28.6 ms
-    where it takes 4.1 ms alone (mnist-256, 2 threads). So each contender lives in its own
-    process; the processes take turns, one sample each per round (after a pause that lets
-    the previous one's spinning threads go idle), so the machine's drift over minutes
-    touches every contender alike. Ratios are medians of the per-round ratios.
-    """
-    row = {"config": name, "sizes": sizes, "batch": batch, "threads": threads}
-    names = [c for c in CONTENDERS if not c.startswith("torch") or _have_torch()]
+def _interleaved(names, sizes, batch, threads, rounds):
+    """{contender: [seconds per step, one per round]}, the workers taking turns."""
     workers = {c: subprocess.Popen([sys.executable, __file__, "--worker", c, "--sizes", ",".join(map(str, sizes)),
                                     "--batch", str(batch), "--worker-threads", str(threads)],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for c in names}
@@ -165,14 +157,50 @@ def bench_config(name, sizes, batch, threads, rounds):
         for w in workers.values():
             w.stdin.close()
             w.wait()
+    return samples
+
+
+def _alone(contender, sizes, batch, threads, rounds):
+    """Median seconds per step of a contender timed continuously in a fresh process."""
+    proc = subprocess.run([sys.executable, __file__, "--worker", contender, "--alone", "--sizes",
+                           ",".join(map(str, sizes)), "--batch", str(batch), "--worker-threads", str(threads),
+                           "--rounds", str(rounds)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{contender} worker failed:\n{proc.stderr}")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_config(name, sizes, batch, threads, rounds):
+    """Time every contender in its own worker process, interleaved round by round.
+
+    On a 2-core machine the thread pools of different libraries in one process (fastnn's
+    libgomp, OpenBLAS's pthreads, PyTorch's own OpenMP) slow each other down for a while
+    after each switch: in one process, interleaved, PyTorch's fused step measured 28.6 ms
+    where it takes 4.1 ms alone (mnist-256, 2 threads). So each contender lives in its own
+    process; the processes take turns, one sample each per round (after a pause that lets
+    the previous one's spinning threads go idle), so the machine's drift over minutes
+    touches every contender alike. Ratios are medians of the per-round ratios.
+    PyTorch is also timed alone, continuously, in a fresh process, and keeps the faster of
+    its two times: taking turns cost its fused step 4% (6.7 ms instead of 6.45, mnist-256,
+    1 thread), and a process of PyTorch's default (foreach) Adam merely existing beside
+    the others slowed the fused step by 8% and itself by 33% (2 threads). The foreach
+    step is therefore only timed alone. PyTorch's ratios can only err in its favour.
+    """
+    row = {"config": name, "sizes": sizes, "batch": batch, "threads": threads}
+    names = [c for c in CONTENDERS if not c.startswith("torch") or _have_torch()]
+    samples = _interleaved([c for c in names if c != "torch"], sizes, batch, threads, rounds)
     for c in names:
-        row[c] = statistics.median(samples[c])
+        if c.startswith("torch"):   # the faster of taking turns and running alone
+            alone = _alone(c, sizes, batch, threads, rounds)
+            row[c] = min(statistics.median(samples[c]), alone) if c in samples else alone
+        else:
+            row[c] = statistics.median(samples[c])
     f, roof = np.array(samples["fastnn"]), np.minimum(samples["gemm"], samples["openblas"])
     row["ratio_gemm"] = float(np.median(f / roof))
     row["ratio_own_openblas"] = float(np.median(np.array(samples["gemm"]) / samples["openblas"]))
     row["ratio_numpy"] = float(np.median(np.array(samples["numpy"]) / f))
     for c in ("torch_fused", "torch"):
-        row[f"ratio_{c}"] = float(np.median(np.array(samples[c]) / f)) if c in samples else None
+        row[f"ratio_{c}"] = row[c] / row["fastnn"] if c in row else None
     row["ratio_mkl_openblas"] = (float(np.median(np.array(samples["torch_gemm"]) / samples["openblas"]))
                                  if "torch_gemm" in samples else None)
     row["gemm"] = float(np.median(roof))
@@ -220,9 +248,16 @@ def main(argv=None):
     parser.add_argument("--sizes", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--alone", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        serve(args.worker, [int(s) for s in args.sizes.split(",")], args.batch, args.worker_threads, SAMPLE_TIME)
+        sizes = [int(s) for s in args.sizes.split(",")]
+        if args.alone:
+            with contextlib.ExitStack() as stack:
+                print(median_time(make_step(args.worker, sizes, args.batch, args.worker_threads, stack), args.rounds))
+        else:
+            serve(args.worker, sizes, args.batch, args.worker_threads, SAMPLE_TIME)
         return
     threads = None if args.threads is None else {int(t) for t in args.threads.split(",")}
     names = None if args.configs is None else set(args.configs.split(","))
