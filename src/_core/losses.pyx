@@ -50,27 +50,29 @@ cdef double _ordered_sum(const double[::1] row_loss) noexcept nogil:
 cdef inline double _softmax_ce_row(const floating* z, Py_ssize_t k, int64 label,
                                    const floating* q, double smoothing, floating scale,
                                    floating* g) noexcept nogil:
-    """Loss of one row; g = scale * (softmax(z) * sum(q') - q'), q' the smoothed target."""
+    """Loss of one row; g = scale * (softmax(z) * sum(q') - q'), q' the smoothed target.
+
+    With a label, q' = a/k + (1 - a) [j = label] sums to 1 and the loss is
+    lse - (a/k) sum_j z_j - (1 - a) z_label: no per-class target in the loops."""
     cdef Py_ssize_t j
-    cdef floating m, lse, qj, qsum = 0
+    cdef floating m, lse, qj, inv_s, qsum = 0
     cdef floating off = <floating>(smoothing / k), on = <floating>(1 - smoothing)
-    cdef double loss = 0
+    cdef double loss = 0, zsum = 0
     cdef floating s = exp_shifted(z, g, k, &m)
     lse = m + flog(s)
+    inv_s = 1 / s
+    if label >= 0:
+        for j in range(k):
+            zsum += z[j]
+            g[j] = scale * (g[j] * inv_s - off)
+        g[label] = g[label] - scale * on
+        return lse - off * zsum - on * z[label]
     for j in range(k):
-        if label >= 0:
-            qj = off + (on if j == label else 0)
-        else:
-            qj = off + on * q[j]
+        qj = off + on * q[j]
         qsum = qsum + qj
         loss += qj * (lse - z[j])
-        g[j] = g[j] / s
     for j in range(k):
-        if label >= 0:
-            qj = off + (on if j == label else 0)
-        else:
-            qj = off + on * q[j]
-        g[j] = scale * (g[j] * qsum - qj)
+        g[j] = scale * (g[j] * inv_s * qsum - (off + on * q[j]))
     return loss
 
 
