@@ -118,7 +118,8 @@ static int fnn_gemm_b_rows(int m, int n, int k, const float *a, ptrdiff_t rs_a, 
     float bpack[FNN_KC * FNN_NC] __attribute__((aligned(64)));
     int kc_max = fnn_k_block(k);
     int pack_a = cs_a != 1 && n > FNN_NC;
-    float *apack = pack_a ? aligned_alloc(64, (size_t)kc_max * (m + FNN_MR) * sizeof(float)) : NULL;
+    /* aligned_alloc wants a size that is a multiple of the alignment: round rows up to 16 */
+    float *apack = pack_a ? aligned_alloc(64, (size_t)kc_max * ((m + FNN_MR + 15) / 16 * 16) * sizeof(float)) : NULL;
     if (pack_a && !apack)
         return 0;
     for (int p0 = 0; p0 < k; p0 += kc_max) {
