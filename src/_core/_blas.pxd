@@ -8,6 +8,7 @@ from ._openmp cimport block_start
 cdef extern from "sgemm_f32.h":
     int fastnn_sgemm(int trans_a, int trans_b, int m, int n, int k, const float* a, int lda,
                      const float* b, int ldb, float* c, int ldc) noexcept nogil
+    int fastnn_sgemm_applies(int trans_a, int trans_b, int m, int n, int k) noexcept nogil
 
 
 cdef inline void blas_gemm(bint trans_a, bint trans_b, int m, int n, int k,

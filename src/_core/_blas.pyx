@@ -1,4 +1,5 @@
 """Python access to the row-major GEMM (used by tests and benchmarks)."""
+import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange
 from ._openmp cimport n_blocks
@@ -39,3 +40,10 @@ def gemm_rowmajor(const floating[:, ::1] a, const floating[:, ::1] b, floating[:
             blas_gemm(trans_a, trans_b, m, n, k, <floating>alpha, pa, lda, pb, ldb, <floating>beta, &c[0, 0], ldc)
         else:
             gemm(trans_a, trans_b, m, n, k, <floating>alpha, pa, lda, pb, ldb, <floating>beta, &c[0, 0], ldc)
+
+
+def calls_blas(dtype, bint trans_a, bint trans_b, int m, int n, int k):
+    """Whether C = op(A) op(B) (m x n, inner size k) of this dtype goes to BLAS rather than
+    to fastnn's own kernels, also when a dense layer splits it over threads (the split
+    keeps at least 16 rows per block, and a smaller dimension never moves a product to BLAS)."""
+    return np.dtype(dtype) != np.float32 or not fastnn_sgemm_applies(trans_a, trans_b, m, n, k)

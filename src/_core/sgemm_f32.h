@@ -215,10 +215,16 @@ static void fnn_gemm_nt(int m, int n, int k, const float *a, ptrdiff_t lda, cons
     }
 }
 
+/* Whether fastnn_sgemm computes this product (else it returns 0 and BLAS should). */
+static int fastnn_sgemm_applies(int trans_a, int trans_b, int m, int n, int k)
+{
+    return !(trans_a && trans_b) && m >= FNN_MIN_ROWS && !(m > FNN_MAX_DIM && n > FNN_MAX_DIM && k > FNN_MAX_DIM);
+}
+
 static int fastnn_sgemm(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
                         const float *b, int ldb, float *c, int ldc)
 {
-    if ((trans_a && trans_b) || m < FNN_MIN_ROWS || (m > FNN_MAX_DIM && n > FNN_MAX_DIM && k > FNN_MAX_DIM))
+    if (!fastnn_sgemm_applies(trans_a, trans_b, m, n, k))
         return 0;
     if (k <= 0) {
         for (int i = 0; i < m; i++)
@@ -235,6 +241,12 @@ static int fastnn_sgemm(int trans_a, int trans_b, int m, int n, int k, const flo
     return 1;
 }
 #else
+static int fastnn_sgemm_applies(int trans_a, int trans_b, int m, int n, int k)
+{
+    (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k;
+    return 0;
+}
+
 static int fastnn_sgemm(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
                         const float *b, int ldb, float *c, int ldc)
 {

@@ -5,6 +5,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from . import init as _init
+from ._core import _blas
 from ._core import activations as _act
 from ._core import dense as _dense
 from ._core import losses as _losses
@@ -98,6 +99,10 @@ class Layer(ABC):
         """[(name, shape, decay)] of trainable arrays; decay=False for biases/norm params."""
         return []
 
+    def calls_blas(self, batch):
+        """Whether a forward or backward pass over `batch` rows calls BLAS."""
+        return False
+
     def init_params(self, rng):
         """Fill self.params from the model's generator."""
 
@@ -177,6 +182,13 @@ class Dense(Layer):
                              f"{input_dim} features from the previous layer; set in_features={input_dim}")
         super().build(input_dim, dtype)
         return self.out_features
+
+    def calls_blas(self, batch):
+        # the products X W, X^T dZ and dZ W^T (the ones BLAS does not get go to fastnn's kernels)
+        n, k, m = batch, self.in_features, self.out_features
+        return any(_blas.calls_blas(self.dtype, ta, tb, rows, cols, inner)
+                   for ta, tb, rows, cols, inner in ((False, False, n, m, k), (True, False, k, m, n),
+                                                     (False, True, n, k, m)))
 
     def param_specs(self):
         return [("W", (self.in_features, self.out_features), True),

@@ -1,4 +1,5 @@
 """Sequential: a stack of layers over one flat parameter buffer, with fit/predict/evaluate."""
+import contextlib
 import math
 import signal
 import threading
@@ -18,6 +19,7 @@ from ._validation import check_dtype, check_matrix, check_number
 __all__ = ["Sequential"]
 
 _INFERENCE_CHUNK = 4096  # rows per forward call in predict/evaluate (bounds workspace memory)
+_NO_GUARD = contextlib.nullcontext()
 
 
 class _Context:
@@ -64,6 +66,7 @@ class Sequential:
         self._steps = 0          # optimizer steps taken: the dropout RNG's counter
         self._fits = 0           # fit calls: seeds each fit's shuffling
         self._loss_ws = {}
+        self._guards = {}        # batch size -> BLAS thread guard (see _blas_guard)
         self._build()
 
     # -- construction ---------------------------------------------------------------------------
@@ -110,6 +113,19 @@ class Sequential:
         if state is not None:
             self.optimizer.load_state_dict(state)
         self._bound_version = Layer.groups_version
+
+    def _blas_guard(self, n):
+        """blas_single_threaded if a pass over n rows calls BLAS (float64, or products that
+        fastnn's own float32 kernels leave to BLAS), else a no-op context: limiting BLAS's
+        threads and restoring them around every train_step cost 2% of a 2-thread step
+        (the restored OpenBLAS workers spin on the cores fastnn's threads need)."""
+        guard = self._guards.get(n)
+        if guard is None:
+            if len(self._guards) >= 8:
+                self._guards.clear()
+            uses_blas = any(layer.calls_blas(n) for layer in self.layers)
+            guard = self._guards[n] = blas_single_threaded if uses_blas else _NO_GUARD
+        return guard
 
     # -- passes ---------------------------------------------------------------------------------
     def _context(self, training, update_stats):
@@ -229,7 +245,7 @@ class Sequential:
         X = self._check_X(X)
         targets, _ = self._check_targets(y, X.shape[0])
         w = self._check_sample_weight(sample_weight, X.shape[0])
-        with blas_single_threaded:
+        with self._blas_guard(X.shape[0]):
             loss, _ = self._loss_and_backward(X, targets, w, self._context(True, False))
         return float(loss), [layer.grads[name].copy() if layer.trainable else np.zeros_like(layer.grads[name])
                              for layer, name, *_ in self._specs]
@@ -240,7 +256,7 @@ class Sequential:
         targets, classes = self._check_targets(y, X.shape[0])
         w = self._check_sample_weight(sample_weight, X.shape[0])
         self.classes_ = classes
-        with blas_single_threaded:
+        with self._blas_guard(X.shape[0]):
             loss, _ = self._loss_and_backward(X, targets, w, self._context(True, True))
             if not math.isfinite(loss):
                 raise FloatingPointError(f"the loss is {loss}: training diverged; the weights were not "
