@@ -25,7 +25,8 @@
 #define FNN_NC (16 * FNN_NV)
 #define FNN_KC 128
 /* Where OpenBLAS is faster (bench/gemm_shapes.py): fewer than 4 rows (its GEMV-like paths),
- * and every dimension above 256 (its cache blocking for large products wins, 10-40%). */
+ * and every dimension above 256 (its cache blocking: this kernel took 1.1-1.2x its time on
+ * 1024 x 2048 x 2048, and 0.9-1.2x even with 1024-deep k blocks). */
 #define FNN_MIN_ROWS 4
 #define FNN_MAX_DIM 256
 
