@@ -70,7 +70,8 @@ class NumpyMLP:
     written the way a careful NumPy user would: in-place where NumPy allows it."""
 
     def __init__(self, sizes, batch, rng, lr=1e-3):
-        self.W = [(rng.standard_normal((a, b)) * np.sqrt(2 / a)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+        self.W = [(rng.standard_normal((a, b)) * np.sqrt(2 / a)).astype(np.float32)
+                  for a, b in zip(sizes[:-1], sizes[1:])]
         self.b = [np.zeros(b, np.float32) for b in sizes[1:]]
         self.params = self.W + self.b
         self.m = [np.zeros_like(p) for p in self.params]

@@ -139,7 +139,8 @@ SCHEDULES = [
 ]
 
 
-@pytest.mark.parametrize("schedule,expected", SCHEDULES, ids=lambda s: type(s).__name__ if not isinstance(s, list) else "")
+@pytest.mark.parametrize("schedule,expected", SCHEDULES,
+                         ids=lambda s: type(s).__name__ if not isinstance(s, list) else "")
 def test_schedules(schedule, expected):
     np.testing.assert_allclose([schedule(k) for k in range(7)], expected, rtol=1e-6, atol=1e-12)
 

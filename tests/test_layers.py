@@ -28,7 +28,8 @@ def test_batch_norm_kernels(n, d, dtype, n_threads):
     running_mean, running_var = np.full(d, 0.5, dtype), np.full(d, 2.0, dtype)
     norm.batch_norm_forward(x, gamma, beta, y, mean, inv_std, 1e-5, running_mean, running_var, 0.3, n_threads)
     assert_close(running_mean, 0.7 * 0.5 + 0.3 * mean_ref, dtype, scale=5.0)
-    assert_close(running_var, 0.7 * 2.0 + 0.3 * var_ref * n / (n - 1), dtype, scale=float(var_ref.max()) * 2 + 2, rtol=tol)
+    assert_close(running_var, 0.7 * 2.0 + 0.3 * var_ref * n / (n - 1), dtype,
+                 scale=float(var_ref.max()) * 2 + 2, rtol=tol)
     dy = rng.standard_normal((n, d)).astype(dtype)
     dx, dgamma, dbeta = np.empty_like(x), np.empty_like(gamma), np.empty_like(beta)
     norm.batch_norm_backward(x, gamma, mean, inv_std, readonly(dy), dx, dgamma, dbeta, n_threads)

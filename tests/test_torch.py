@@ -145,12 +145,11 @@ def test_normalization_network_matches_torch_over_five_steps():
         torch.set_default_dtype(torch.float32)
     W = model.get_weights()
     with torch.no_grad():
-        net[0].weight.copy_(torch.tensor(W[0].T)); net[0].bias.copy_(torch.tensor(W[1]))
-        net[1].weight.copy_(torch.tensor(W[2])); net[1].bias.copy_(torch.tensor(W[3]))
-        net[3].weight.copy_(torch.tensor(W[4].T)); net[3].bias.copy_(torch.tensor(W[5]))
-        net[4].weight.copy_(torch.tensor(W[6])); net[4].bias.copy_(torch.tensor(W[7]))
-        net[5].weight.copy_(torch.tensor(W[8]))
-        net[6].weight.copy_(torch.tensor(W[9].T)); net[6].bias.copy_(torch.tensor(W[10]))
+        for param, value in [(net[0].weight, W[0].T), (net[0].bias, W[1]), (net[1].weight, W[2]),
+                             (net[1].bias, W[3]), (net[3].weight, W[4].T), (net[3].bias, W[5]),
+                             (net[4].weight, W[6]), (net[4].bias, W[7]), (net[5].weight, W[8]),
+                             (net[6].weight, W[9].T), (net[6].bias, W[10])]:
+            param.copy_(torch.tensor(value))
     topt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     order = [(0, "weight", True), (0, "bias", False), (1, "weight", False), (1, "bias", False),
              (3, "weight", True), (3, "bias", False), (4, "weight", False), (4, "bias", False),

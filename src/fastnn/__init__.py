@@ -20,4 +20,5 @@ from .threads import available_cpus, get_num_threads, openmp_enabled, set_num_th
 __all__ = ["Sequential", "Dense", "Activation", "Layer", "Dropout", "GaussianNoise", "BatchNorm",
            "LayerNorm", "GroupNorm", "PReLU", "Standardizer", "save", "load",
            "set_num_threads", "get_num_threads", "threads", "available_cpus", "openmp_enabled",
-           "callbacks", "datasets", "ensemble", "gradcheck", "init", "model_selection", "losses", "metrics", "optim", "schedules", "__version__"]
+           "callbacks", "datasets", "ensemble", "gradcheck", "init", "model_selection", "losses", "metrics",
+           "optim", "schedules", "__version__"]

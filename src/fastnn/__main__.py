@@ -29,7 +29,8 @@ def _parser():
     train.add_argument("--threads", type=int, default=None, help="threads (default: all available cores)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="default float32")
-    train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="0 silent, 1 progress bars (default), 2 a line per epoch")
+    train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                       help="0 silent, 1 progress bars (default), 2 a line per epoch")
     train.add_argument("--save", default=None, metavar="PATH", help="save the trained model (.npz)")
     return parser
 

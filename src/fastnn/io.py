@@ -106,7 +106,8 @@ def from_arrays(arrays):
             stored = {name: arrays.pop(f"layers/{i}/{name}") for name in expected}
             for name, value in stored.items():
                 if value.shape != expected[name].shape:
-                    raise ValueError(f"layer {i} state {name!r} has shape {value.shape}, expected {expected[name].shape}")
+                    raise ValueError(f"layer {i} state {name!r} has shape {value.shape}, "
+                                     f"expected {expected[name].shape}")
             layer.load_state_arrays(stored)
         model.classes_ = arrays.pop("classes", None)
         model._bind_optimizer()

@@ -79,7 +79,8 @@ class SearchResult:
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header] + rows)
 
     def __repr__(self):
-        return f"SearchResult(best_score={self.best_score:.4f}, best_params={self.best_params}, trials={len(self.trials)})"
+        return (f"SearchResult(best_score={self.best_score:.4f}, best_params={self.best_params}, "
+                f"trials={len(self.trials)})")
 
 
 def _check_space(space, model_fn):
@@ -118,7 +119,8 @@ def grid_search(model_fn, space, X, y, validation_data=None, k=3, fit_kwargs=Non
     trials = []
     for values in itertools.product(*(space[n] for n in names)):
         params = dict(zip(names, values))
-        trials.append({"params": params, "score": _evaluate(model_fn, params, X, y, validation_data, k, fit_kwargs, seed)})
+        score = _evaluate(model_fn, params, X, y, validation_data, k, fit_kwargs, seed)
+        trials.append({"params": params, "score": score})
     return SearchResult(trials)
 
 
@@ -139,7 +141,8 @@ def random_search(model_fn, space, X, y, n_trials=10, validation_data=None, k=3,
     trials = []
     for _ in range(n_trials):
         params = {name: _draw(values, rng) for name, values in space.items()}
-        trials.append({"params": params, "score": _evaluate(model_fn, params, X, y, validation_data, k, fit_kwargs, seed)})
+        score = _evaluate(model_fn, params, X, y, validation_data, k, fit_kwargs, seed)
+        trials.append({"params": params, "score": score})
     return SearchResult(trials)
 
 
