@@ -5,8 +5,9 @@ Backward dZ = dA * f'(Z)                  (in place in dA)
          dX = dZ W^T,  dW = X^T dZ,  db = sum_rows dZ
 
 Each GEMM is split into one block per OpenMP thread, and each thread runs a
-single-threaded BLAS call on its block, so only one thread pool is ever active
-(OpenBLAS's own threads and libgomp's spin against each other when they alternate).
+single-threaded GEMM on its block (fastnn's float32 kernel where it applies, else BLAS:
+see _blas.pxd), so only one thread pool is ever active (OpenBLAS's own threads and
+libgomp's spin against each other when they alternate).
 A block is a range of rows or of columns of the product, whichever makes the threads
 share the smaller operand: a row split makes every thread pack all of the right-hand
 matrix, a column split all of the left-hand one (measured: splitting the forward GEMM
