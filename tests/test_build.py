@@ -51,9 +51,11 @@ def test_gemm_matches_numpy(dtype, trans_a, trans_b, m, n, k):
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
 def test_gemm_own_float32_kernels_match_numpy(trans_a, trans_b):
     """The shapes fastnn's own float32 kernels take (alpha 1, beta 0), across the tile edges:
-    6-row tiles, 16-wide vectors, 64-wide strips, 128-deep k blocks, 72-row blocks."""
+    6-row tiles, 16-wide vectors, 64-wide strips, 128-deep k blocks (1024-deep for large C)."""
     rng = np.random.default_rng(1)
-    for m, n, k in itertools.product([4, 7, 73, 145], [1, 10, 17, 64, 130], [0, 1, 17, 129, 300]):
+    shapes = list(itertools.product([4, 7, 73, 145], [1, 10, 17, 64, 130], [0, 1, 17, 129, 300]))
+    shapes.append((1030, 520, 1100))   # C of >= 2^19 elements: k blocks of up to 1024, every dimension > 256
+    for m, n, k in shapes:
         a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
         b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
         c = np.full((m, n), np.nan, np.float32)  # beta = 0: never read
@@ -76,7 +78,7 @@ def test_gemm_rejects_mismatched_shapes():
 
 def test_blas_threads_are_limited_exactly_when_a_step_calls_blas():
     """train_step limits BLAS's threads (and restores them) only when one of its products
-    goes to BLAS: float64, a product with every dimension above 256, fewer than 4 rows, or
+    goes to BLAS: float64, an input-gradient product with every dimension above 256, fewer than 4 rows, or
     a build without fastnn's AVX-512 kernels."""
     from fastnn.threads import blas_single_threaded
 
@@ -85,7 +87,7 @@ def test_blas_threads_are_limited_exactly_when_a_step_calls_blas():
     assert (small._blas_guard(64) is not blas_single_threaded) == own
     assert small._blas_guard(2) is blas_single_threaded          # 2 rows: BLAS
     wide = fastnn.Sequential([fastnn.Dense(300, 300), fastnn.Dense(300, 5)])
-    assert wide._blas_guard(300) is blas_single_threaded         # 300 x 300 x 300
+    assert wide._blas_guard(300) is blas_single_threaded         # dZ W^T, 300 x 300 x 300
     double = fastnn.Sequential([fastnn.Dense(20, 5)], dtype="float64")
     assert double._blas_guard(64) is blas_single_threaded
     assert _blas.calls_blas("float32", True, True, 64, 64, 64)    # both transposed: BLAS

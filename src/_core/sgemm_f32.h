@@ -5,13 +5,14 @@
  *   NT  C (m x n) = A (m x k)   B (n x k)^T    inputs       dX = dZ W^T
  * A register tile computes 6 x 64 of C: each step p broadcasts 6 elements of op(A)'s
  * column p and multiplies them with 4 vectors of B's row p (24 accumulators, 24 FMAs per
- * 4 + 6 loads). k is cut into blocks of at most 128; per block and per 64-column strip,
- * B's panel (128 x 64, 32 KiB: L1) is packed once and swept down all rows of C, the C tiles
- * accumulating over the k blocks. NN reads A in place; TN packs A^T into 6-row panels; NT
+ * 4 + 6 loads). k is cut into blocks of at most 128 (1024 when C is large); per block and
+ * per 64-column strip, B's panel (128 x 64, 32 KiB: L1) is packed once and swept down all
+ * rows of C, the C tiles accumulating over the k blocks. NN reads A in place; TN packs A^T into 6-row panels; NT
  * packs its B^T panels with 16 x 16 in-register transposes.
- * Compared with OpenBLAS (bench/gemm_shapes.py), this wins where one dimension is small, as
- * in training steps (batch 32: forward 0.55-0.65 of OpenBLAS's time, which packs the whole
- * weight matrix per call); it loses on large products, which fastnn_sgemm declines.
+ * Compared with OpenBLAS (bench/gemm_shapes.py), this wins most where one dimension is small,
+ * as in training steps (batch 32: forward 0.55-0.65 of OpenBLAS's time, which packs the
+ * whole weight matrix per call), and by 0-12% on large NN and TN products, where C is beyond
+ * L2 and k blocks grow to 1024.
  * fastnn_sgemm returns 0 when it did not compute C: call BLAS instead. */
 #ifndef FASTNN_SGEMM_F32_H
 #define FASTNN_SGEMM_F32_H
@@ -24,9 +25,10 @@
 #define FNN_NV 4
 #define FNN_NC (16 * FNN_NV)
 #define FNN_KC 128
+#define FNN_KC_LARGE 1024
 /* Where OpenBLAS is faster (bench/gemm_shapes.py): fewer than 4 rows (its GEMV-like paths),
- * and every dimension above 256 (its cache blocking: this kernel took 1.1-1.2x its time on
- * 1024 x 2048 x 2048, and 0.9-1.2x even with 1024-deep k blocks). */
+ * and NT products with every dimension above 256 (its packing of both operands; NN and TN
+ * take 0.88-1.03 of its time there with 1024-deep k blocks, NT 1.0-1.16). */
 #define FNN_MIN_ROWS 4
 #define FNN_MAX_DIM 256
 
@@ -89,10 +91,10 @@ static void fnn_tile_any(int mr, int nv, int kc, const float *a, ptrdiff_t rs_a,
     }
 }
 
-/* k split into equal blocks of at most FNN_KC */
-static inline int fnn_k_block(int k)
+/* k split into equal blocks of at most `limit` */
+static inline int fnn_k_block(int k, int limit)
 {
-    int blocks = (k + FNN_KC - 1) / FNN_KC;
+    int blocks = (k + limit - 1) / limit;
     return (k + blocks - 1) / blocks;
 }
 
@@ -116,13 +118,18 @@ static void fnn_pack_a(float *dst, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_
 static int fnn_gemm_b_rows(int m, int n, int k, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
                            const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc)
 {
-    float bpack[FNN_KC * FNN_NC] __attribute__((aligned(64)));
-    int kc_max = fnn_k_block(k);
+    /* blocks of 128 keep B's panel (128 x 64) in L1; when C has 2^19 elements or more
+     * (beyond L2) every k block costs a pass over C from L3, so blocks of up to 1024 */
+    int kc_max = fnn_k_block(k, (ptrdiff_t)m * n >= (1 << 19) ? FNN_KC_LARGE : FNN_KC);
     int pack_a = cs_a != 1 && n > FNN_NC;
+    float *bpack = aligned_alloc(64, (size_t)kc_max * FNN_NC * sizeof(float));
     /* aligned_alloc wants a size that is a multiple of the alignment: round rows up to 16 */
     float *apack = pack_a ? aligned_alloc(64, (size_t)kc_max * ((m + FNN_MR + 15) / 16 * 16) * sizeof(float)) : NULL;
-    if (pack_a && !apack)
+    if (!bpack || (pack_a && !apack)) {
+        free(bpack);
+        free(apack);
         return 0;
+    }
     for (int p0 = 0; p0 < k; p0 += kc_max) {
         int kc = k - p0 < kc_max ? k - p0 : kc_max;
         if (pack_a)
@@ -148,6 +155,7 @@ static int fnn_gemm_b_rows(int m, int n, int k, const float *a, ptrdiff_t rs_a, 
         }
     }
     free(apack);
+    free(bpack);
     return 1;
 }
 
@@ -199,7 +207,7 @@ static void fnn_gemm_nt(int m, int n, int k, const float *a, ptrdiff_t lda, cons
                         ptrdiff_t ldb, float *c, ptrdiff_t ldc)
 {
     float panel[FNN_KC * FNN_NC] __attribute__((aligned(64)));
-    int kc_max = fnn_k_block(k);
+    int kc_max = fnn_k_block(k, FNN_KC);
     for (int j0 = 0; j0 < n; j0 += FNN_NC) {
         int cols = n - j0 < FNN_NC ? n - j0 : FNN_NC;
         int nv = (cols + 15) / 16;
@@ -219,7 +227,8 @@ static void fnn_gemm_nt(int m, int n, int k, const float *a, ptrdiff_t lda, cons
 /* Whether fastnn_sgemm computes this product (else it returns 0 and BLAS should). */
 static int fastnn_sgemm_applies(int trans_a, int trans_b, int m, int n, int k)
 {
-    return !(trans_a && trans_b) && m >= FNN_MIN_ROWS && !(m > FNN_MAX_DIM && n > FNN_MAX_DIM && k > FNN_MAX_DIM);
+    return !(trans_a && trans_b) && m >= FNN_MIN_ROWS
+           && (!trans_b || !(m > FNN_MAX_DIM && n > FNN_MAX_DIM && k > FNN_MAX_DIM));
 }
 
 static int fastnn_sgemm(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
