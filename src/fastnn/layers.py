@@ -132,8 +132,9 @@ class Layer(ABC):
         for name, value in arrays.items():
             getattr(self, name)[...] = value
 
-    def _buffer(self, name, shape):
-        """A workspace array, allocated once per (name, shape) and reused afterwards.
+    def _buffer(self, name, shape, dtype=None):
+        """A workspace array (the layer's dtype unless given), allocated once per (name, shape)
+        and reused afterwards.
 
         fit alternates between two batch shapes (full and last partial batch), so a few
         shapes are kept; beyond _MAX_SHAPES the workspace starts over.
@@ -143,7 +144,7 @@ class Layer(ABC):
         if buf is None:
             if len(self._workspace) >= _MAX_SHAPES:
                 self._workspace.clear()
-            buf = self._workspace[key] = np.empty(shape, dtype=self.dtype)
+            buf = self._workspace[key] = np.empty(shape, dtype=self.dtype if dtype is None else dtype)
         return buf
 
     def describe(self):
@@ -283,9 +284,7 @@ class Dropout(Layer):
             self._mask = None
             return x
         y = self._buffer("y", x.shape)
-        mask = self._workspace.get(("mask", x.shape))
-        if mask is None:
-            mask = self._workspace[("mask", x.shape)] = np.empty(x.shape, dtype=np.uint8)
+        mask = self._buffer("mask", x.shape, np.uint8)
         _random.dropout_forward(x.reshape(-1), y.reshape(-1), mask.reshape(-1), self.p,
                                 ctx.seed, self.stream, ctx.step, ctx.n_threads)
         self._mask = mask
@@ -404,19 +403,18 @@ class BatchNorm(_Normalization):
         if n < 2:
             raise ValueError("BatchNorm needs at least 2 samples per batch in training (the batch "
                              "variance of 1 sample is undefined); use a larger batch_size")
-        mean = self._workspace.setdefault("mean", np.empty(d))
-        inv_std = self._workspace.setdefault("inv_std", np.empty(d))
+        mean, inv_std = self._buffer("mean", (d,), np.float64), self._buffer("inv_std", (d,), np.float64)
         running = (self.running_mean, self.running_var) if ctx.update_stats else (None, None)
         _norm.batch_norm_forward(x, gamma, beta, y, mean, inv_std, self.eps, *running, self.momentum,
                                  ctx.n_threads)
-        self._x = x
+        self._x, self._mean, self._inv_std = x, mean, inv_std
         return y
 
     def backward(self, dy, ctx, need_dx):
         gamma, _ = self._affine()
         dgamma, dbeta = self._affine_grads()
-        _norm.batch_norm_backward(self._x, gamma, self._workspace["mean"], self._workspace["inv_std"],
-                                  dy, dy, dgamma, dbeta, ctx.n_threads)
+        _norm.batch_norm_backward(self._x, gamma, self._mean, self._inv_std, dy, dy, dgamma, dbeta,
+                                  ctx.n_threads)
         return dy if need_dx else None
 
 
@@ -441,11 +439,8 @@ class GroupNorm(_Normalization):
         n = x.shape[0]
         y = self._buffer("y", x.shape)
         gamma, beta = self._affine()
-        mean = self._workspace.get(("mean", n))
-        if mean is None:
-            mean = self._workspace[("mean", n)] = np.empty((n, self.num_groups))
-            self._workspace[("inv_std", n)] = np.empty((n, self.num_groups))
-        inv_std = self._workspace[("inv_std", n)]
+        mean = self._buffer("mean", (n, self.num_groups), np.float64)
+        inv_std = self._buffer("inv_std", (n, self.num_groups), np.float64)
         _norm.group_norm_forward(x, gamma, beta, y, mean, inv_std, self.num_groups, self.eps, ctx.n_threads)
         self._x, self._mean, self._inv_std = x, mean, inv_std
         return y
