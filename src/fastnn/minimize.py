@@ -17,7 +17,6 @@ import math
 
 import numpy as np
 
-from .threads import blas_single_threaded
 
 __all__ = ["minimize", "MinimizeResult", "METHODS"]
 
@@ -53,7 +52,7 @@ class _Objective:
         model.parameters[...] = theta
         self.evaluations += 1
         ctx = model._context(True, False)
-        with blas_single_threaded:
+        with model._blas_guard(self.X.shape[0]):
             if not gradient:
                 out = model._forward(self.X, ctx)
                 grad, row_loss = model._loss_buffers(self.X.shape[0])

@@ -114,18 +114,23 @@ class Sequential:
             self.optimizer.load_state_dict(state)
         self._bound_version = Layer.groups_version
 
-    def _blas_guard(self, n):
-        """blas_single_threaded if a pass over n rows calls BLAS (float64, or products that
-        fastnn's own float32 kernels leave to BLAS), else a no-op context: limiting BLAS's
-        threads and restoring them around every train_step cost 2% of a 2-thread step
-        (the restored OpenBLAS workers spin on the cores fastnn's threads need)."""
-        guard = self._guards.get(n)
+    def _blas_guard(self, *row_counts):
+        """blas_single_threaded if a pass over any of these numbers of rows calls BLAS
+        (float64, or products that fastnn's own float32 kernels leave to BLAS), else a no-op
+        context: limiting BLAS's threads and restoring them around every train_step cost 2%
+        of a 2-thread step (the restored OpenBLAS workers spin on the cores fastnn's threads
+        need)."""
+        guard = self._guards.get(row_counts)
         if guard is None:
             if len(self._guards) >= 8:
                 self._guards.clear()
-            uses_blas = any(layer.calls_blas(n) for layer in self.layers)
-            guard = self._guards[n] = blas_single_threaded if uses_blas else _NO_GUARD
+            uses_blas = any(layer.calls_blas(n) for n in row_counts for layer in self.layers)
+            guard = self._guards[row_counts] = blas_single_threaded if uses_blas else _NO_GUARD
         return guard
+
+    def _inference_guard(self, n):
+        """The BLAS guard of _inference over n rows (chunks of _INFERENCE_CHUNK and the rest)."""
+        return self._blas_guard(min(n, _INFERENCE_CHUNK), n % _INFERENCE_CHUNK or min(n, _INFERENCE_CHUNK))
 
     # -- passes ---------------------------------------------------------------------------------
     def _context(self, training, update_stats):
@@ -192,7 +197,7 @@ class Sequential:
         """Raw outputs (logits) for X; training=True uses batch statistics and dropout
         without changing any state."""
         X = self._check_X(X)
-        with blas_single_threaded:
+        with self._blas_guard(X.shape[0]) if training else self._inference_guard(X.shape[0]):
             if training:
                 return self._forward(X, self._context(True, False)).copy()
             return self._inference(X)
@@ -229,7 +234,7 @@ class Sequential:
 
     def _evaluate(self, X, targets, w):
         n = X.shape[0]
-        with blas_single_threaded:
+        with self._inference_guard(n):
             out = self._inference(X)
         grad = np.empty_like(out)
         loss = self.loss(out, targets, grad, np.empty(n), w, get_num_threads())
@@ -323,7 +328,7 @@ class Sequential:
         self._fits += 1
         batches = _Batches(X, targets, w, batch_size)
         interrupted = _InterruptFlag()
-        with interrupted, blas_single_threaded:
+        with interrupted, self._blas_guard(min(batch_size, n), n % batch_size or min(batch_size, n)):
             for epoch in range(epochs):
                 for cb in callbacks:
                     if hasattr(cb, "on_epoch_begin"):
