@@ -98,30 +98,32 @@ static inline int fnn_k_block(int k, int limit)
     return (k + blocks - 1) / blocks;
 }
 
-/* dst[t][p][r] = op(A)[t + r, p] for row tiles t = 0, 6, 12, ...: one contiguous kc x 6
- * panel per tile (rows beyond `rows` in the last panel are left unset and never read) */
-static void fnn_pack_a(float *dst, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a, int rows, int kc)
+/* dst[t][p][r] = A[p, t + r] (op(A) = A^T, A row-major with leading dimension lda) for row
+ * tiles t = 0, 6, 12, ...: one contiguous kc x 6 panel per tile, each of its rows one masked
+ * 6-float copy (rows beyond `rows` in the last panel are left unset and never read) */
+static void fnn_pack_a(float *dst, const float *a, ptrdiff_t lda, int rows, int kc)
 {
     for (int t = 0; t < rows; t += FNN_MR) {
         int mr = rows - t < FNN_MR ? rows - t : FNN_MR;
+        __mmask16 k = (__mmask16)((1u << mr) - 1u);
         float *d = dst + (ptrdiff_t)t * kc;
+        const float *src = a + t;
         for (int p = 0; p < kc; p++)
-            for (int r = 0; r < mr; r++)
-                d[p * FNN_MR + r] = a[(t + r) * rs_a + p * cs_a];
+            _mm512_mask_storeu_ps(d + p * FNN_MR, k, _mm512_maskz_loadu_ps(k, src + p * lda));
     }
 }
 
 /* C = op(A) B with op(A)[i, p] = a[i rs_a + p cs_a] and B (k x n) row-major. Per k block:
  * op(A) packed into 6-row panels when it is read transposed and reused by several strips
- * (on the heap: m x kc), then for each 64-column strip, B's panel (kc x 64) packed once on
- * the stack and swept down all of C's rows. Returns 0 when the heap buffer is unavailable. */
+ * (m x kc), then for each 64-column strip, B's panel (kc x 64) packed once and swept down
+ * all of C's rows (both buffers on the heap). Returns 0 when a buffer is unavailable. */
 static int fnn_gemm_b_rows(int m, int n, int k, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
                            const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc)
 {
     /* blocks of 128 keep B's panel (128 x 64) in L1; when C has 2^19 elements or more
      * (beyond L2) every k block costs a pass over C from L3, so blocks of up to 1024 */
     int kc_max = fnn_k_block(k, (ptrdiff_t)m * n >= (1 << 19) ? FNN_KC_LARGE : FNN_KC);
-    int pack_a = cs_a != 1 && n > FNN_NC;
+    int pack_a = rs_a == 1 && cs_a != 1 && n > FNN_NC;
     float *bpack = aligned_alloc(64, (size_t)kc_max * FNN_NC * sizeof(float));
     /* aligned_alloc wants a size that is a multiple of the alignment: round rows up to 16 */
     float *apack = pack_a ? aligned_alloc(64, (size_t)kc_max * ((m + FNN_MR + 15) / 16 * 16) * sizeof(float)) : NULL;
@@ -133,7 +135,7 @@ static int fnn_gemm_b_rows(int m, int n, int k, const float *a, ptrdiff_t rs_a, 
     for (int p0 = 0; p0 < k; p0 += kc_max) {
         int kc = k - p0 < kc_max ? k - p0 : kc_max;
         if (pack_a)
-            fnn_pack_a(apack, a + p0 * cs_a, rs_a, cs_a, m, kc);
+            fnn_pack_a(apack, a + p0 * cs_a, cs_a, m, kc);
         for (int j0 = 0; j0 < n; j0 += FNN_NC) {
             int cols = n - j0 < FNN_NC ? n - j0 : FNN_NC;
             int nv = (cols + 15) / 16;
