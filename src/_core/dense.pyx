@@ -12,8 +12,9 @@ A block is a range of rows or of columns of the product, whichever makes the thr
 share the smaller operand: a row split makes every thread pack all of the right-hand
 matrix, a column split all of the left-hand one (measured: splitting the forward GEMM
 by rows cost mnist-256 on 2 threads 29% over OpenBLAS's own threading). The bias and
-activation are applied to each block right after its GEMM. Every element of dW and db
-is summed over the whole batch in one fixed order, whatever the thread count.
+activation are applied to each block right after its GEMM; dZ and db come from one pass
+over dY by column blocks. Every element of dW and db is summed over the whole batch in one
+fixed order, whatever the thread count.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
@@ -44,15 +45,21 @@ def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floa
         restore_denormals(csr)
 
 
-cdef inline void _column_sums(const floating* d, floating* out, int n, int m,
-                              int c0, int c1) noexcept nogil:
-    """out[c] = sum_i d[i, c] for c in [c0, c1), rows summed in order."""
-    cdef Py_ssize_t i, c
-    for c in range(c0, c1):
-        out[c] = 0
-    for i in range(n):
+cdef inline void _dz_and_db(const floating* z, const floating* y, floating* dy, floating* db,
+                            int n, int m, int c0, int c1, int kind, floating a) noexcept nogil:
+    """Columns [c0, c1) of dZ = dY * f'(Z) (in place in dY) and db[c] = sum_i dZ[i, c], in one
+    pass over the rows (summed in order); db may be NULL (frozen layer)."""
+    cdef Py_ssize_t i, c, row
+    if db != NULL:
         for c in range(c0, c1):
-            out[c] = out[c] + d[i * m + c]
+            db[c] = 0
+    for i in range(n):
+        row = <Py_ssize_t>i * m
+        act_backward_n(z + row + c0 if z != NULL else NULL, y + row + c0, dy + row + c0,
+                       dy + row + c0, c1 - c0, kind, a)
+        if db != NULL:
+            for c in range(c0, c1):
+                db[c] = db[c] + dy[row + c]
 
 
 def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
@@ -65,25 +72,24 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
     dx may be None (first layer: the input gradient is not needed); dw and db may be None
     (frozen layer: only the input gradient is needed).
     """
-    cdef int n = x.shape[0], k = x.shape[1], m = w.shape[1], blk, r0, r1, c0, c1
+    cdef int n = x.shape[0], k = x.shape[1], m = w.shape[1], blk, c0, c1
     cdef bint want_dx = dx is not None, want_dw = dw is not None
     cdef bint dx_by_rows = split_rows(n, k), dw_by_rows = split_rows(k, m)
-    cdef int nb_rows = n_blocks(n, n_threads, MIN_SPLIT)
     cdef int nb_dx = n_blocks(n if dx_by_rows else k, n_threads, MIN_SPLIT)
     cdef int nb_dw = n_blocks(k if dw_by_rows else m, n_threads, MIN_SPLIT)
-    cdef int nb_db = n_blocks(m, n_threads, MIN_SPLIT)
-    cdef int nt = max(nb_rows, max(nb_dx, nb_dw))
+    cdef int nb_dz = n_blocks(m, n_threads, MIN_SPLIT)
+    cdef int nt = max(nb_dz, max(nb_dx, nb_dw))
     cdef unsigned int csr
     cdef floating* dx_ptr = &dx[0, 0] if want_dx else NULL
     cdef const floating* z_ptr = &z[0, 0] if z is not None else NULL
+    cdef floating* db_ptr = &db[0] if db is not None else NULL
     with nogil, parallel(num_threads=nt):
         csr = flush_denormals()
-        # dZ = dY * f'(Z), by row blocks
-        for blk in prange(nb_rows, schedule='static'):
-            r0 = block_start(n, nb_rows, blk)
-            r1 = block_start(n, nb_rows, blk + 1)
-            act_backward_n(z_ptr + <Py_ssize_t>r0 * m if z_ptr != NULL else NULL, &y[r0, 0],
-                           &dy[r0, 0], &dy[r0, 0], <Py_ssize_t>(r1 - r0) * m, kind, <floating>a)
+        # dZ = dY * f'(Z) and db, by column blocks
+        for blk in prange(nb_dz, schedule='static'):
+            c0 = block_start(m, nb_dz, blk)
+            c1 = block_start(m, nb_dz, blk + 1)
+            _dz_and_db(z_ptr, &y[0, 0], &dy[0, 0], db_ptr, n, m, c0, c1, kind, <floating>a)
         # (implicit barrier: every block of dZ is ready)
         if want_dx:
             for blk in prange(nb_dx, schedule='static'):
@@ -93,8 +99,4 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
             for blk in prange(nb_dw, schedule='static'):
                 gemm_block(True, False, k, m, n, &x[0, 0], k, &dy[0, 0], m, &dw[0, 0], m,
                             dw_by_rows, blk, nb_dw)
-            for blk in prange(nb_db, schedule='static'):
-                c0 = block_start(m, nb_db, blk)
-                c1 = block_start(m, nb_db, blk + 1)
-                _column_sums(&dy[0, 0], &db[0], n, m, c0, c1)
         restore_denormals(csr)
