@@ -236,6 +236,22 @@ def test_adam_float32_with_value_clipping_matches_reference(size):
     assert_close(p, expected, np.float32, scale=float(np.abs(expected - p0).max()) + 1e-3, rtol=2e-4)
 
 
+@pytest.mark.parametrize("size", [1, 17, 1000])
+def test_adam_float32_plain_update_matches_the_general_one(size):
+    """Without scaling, clipping, weight decay or amsgrad the float32 kernel skips those steps;
+    a clip no gradient reaches takes the general path: both must agree bit for bit."""
+    rng = np.random.default_rng(size)
+    start = rng.standard_normal(size).astype(np.float32)
+    plain, general = start.copy(), start.copy()
+    plain_opt, general_opt = fnn.optim.Adam(lr=0.01), fnn.optim.Adam(lr=0.01, clip_value=1e30)
+    for _ in range(5):
+        g = rng.standard_normal(size).astype(np.float32)
+        plain_opt.step([plain], [g])
+        general_opt.step([general], [g])
+    np.testing.assert_array_equal(plain, general)
+    assert np.all(plain != start)
+
+
 def test_adam_float32_zero_gradient_leaves_parameters_unchanged():
     p = np.linspace(-1, 1, 37).astype(np.float32)
     before = p.copy()

@@ -13,12 +13,16 @@
 #include <immintrin.h>
 #endif
 
-static void fastnn_adam_f32(float *p, const float *g, float *m, float *v, float *vmax, ptrdiff_t n,
-                            float b1, float b2, float eps, float step_size, float inv_bc2_sqrt,
-                            float shrink, float scale, float clip, float wd)
+#if defined(__AVX512F__)
+/* plain = 1 (a compile-time constant): scale 1, no clipping, no weight decay, no AMSGrad,
+ * where those steps would leave every finite value unchanged; 5 of the ~22 vector
+ * operations per 16 parameters saved where the update is compute-bound (in cache). */
+static inline __attribute__((always_inline)) void
+fnn_adam_f32_body(float *p, const float *g, float *m, float *v, float *vmax, ptrdiff_t n, float b1,
+                  float b2, float eps, float step_size, float inv_bc2_sqrt, float shrink,
+                  float scale, float clip, float wd, const int plain)
 {
     ptrdiff_t i = 0;
-#if defined(__AVX512F__)
     const __m512 vb1 = _mm512_set1_ps(b1), vb1c = _mm512_set1_ps(1 - b1);
     const __m512 vb2 = _mm512_set1_ps(b2), vb2c = _mm512_set1_ps(1 - b2);
     const __m512 veps = _mm512_set1_ps(eps), vstep = _mm512_set1_ps(step_size);
@@ -34,14 +38,16 @@ static void fastnn_adam_f32(float *p, const float *g, float *m, float *v, float 
         _mm_prefetch((const char *)(m + i + 512), _MM_HINT_T0);
         _mm_prefetch((const char *)(v + i + 512), _MM_HINT_T0);
         __m512 pv = _mm512_maskz_loadu_ps(k, p + i);
-        __m512 gv = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, g + i), vscale);
-        gv = _mm512_min_ps(_mm512_max_ps(gv, vnclip), vclip);
-        gv = _mm512_fmadd_ps(vwd, pv, gv);
+        __m512 gv = _mm512_maskz_loadu_ps(k, g + i);
+        if (!plain) {
+            gv = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(gv, vscale), vnclip), vclip);
+            gv = _mm512_fmadd_ps(vwd, pv, gv);
+        }
         __m512 mv = _mm512_fmadd_ps(vb1, _mm512_maskz_loadu_ps(k, m + i), _mm512_mul_ps(vb1c, gv));
         __m512 vv = _mm512_fmadd_ps(vb2, _mm512_maskz_loadu_ps(k, v + i), _mm512_mul_ps(_mm512_mul_ps(vb2c, gv), gv));
         _mm512_mask_storeu_ps(m + i, k, mv);
         _mm512_mask_storeu_ps(v + i, k, vv);
-        if (vmax) {
+        if (!plain && vmax) {
             vv = _mm512_max_ps(vv, _mm512_maskz_loadu_ps(k, vmax + i));
             _mm512_mask_storeu_ps(vmax + i, k, vv);
         }
@@ -54,11 +60,23 @@ static void fastnn_adam_f32(float *p, const float *g, float *m, float *v, float 
         /* 1 / d refined by r (2 - d r) */
         __m512 r = _mm512_rcp14_ps(d);
         r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, two));
-        pv = _mm512_fnmadd_ps(_mm512_mul_ps(vstep, mv), r, _mm512_mul_ps(pv, vshrink));
+        pv = _mm512_fnmadd_ps(_mm512_mul_ps(vstep, mv), r, plain ? pv : _mm512_mul_ps(pv, vshrink));
         _mm512_mask_storeu_ps(p + i, k, pv);
     }
+}
+#endif
+
+static void fastnn_adam_f32(float *p, const float *g, float *m, float *v, float *vmax, ptrdiff_t n,
+                            float b1, float b2, float eps, float step_size, float inv_bc2_sqrt,
+                            float shrink, float scale, float clip, float wd)
+{
+#if defined(__AVX512F__)
+    if (scale == 1.0f && isinf(clip) && wd == 0.0f && shrink == 1.0f && !vmax)
+        fnn_adam_f32_body(p, g, m, v, vmax, n, b1, b2, eps, step_size, inv_bc2_sqrt, shrink, scale, clip, wd, 1);
+    else
+        fnn_adam_f32_body(p, g, m, v, vmax, n, b1, b2, eps, step_size, inv_bc2_sqrt, shrink, scale, clip, wd, 0);
 #else
-    for (; i < n; i++) {
+    for (ptrdiff_t i = 0; i < n; i++) {
         float gi = g[i] * scale;
         gi = gi > clip ? clip : gi;
         gi = gi < -clip ? -clip : gi;
