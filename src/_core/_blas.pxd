@@ -7,7 +7,8 @@ from ._openmp cimport block_start
 
 cdef extern from "sgemm_f32.h":
     int fastnn_sgemm(int trans_a, int trans_b, int m, int n, int k, const float* a, int lda,
-                     const float* b, int ldb, float* c, int ldc) noexcept nogil
+                     const float* b, int ldb, float* c, int ldc, const float* bias,
+                     int relu) noexcept nogil
     int fastnn_sgemm_applies(int trans_a, int trans_b, int m, int n, int k) noexcept nogil
 
 
@@ -32,18 +33,24 @@ cdef inline void blas_gemm(bint trans_a, bint trans_b, int m, int n, int k,
               &beta, c, &ldc)
 
 
-cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
+cdef inline bint gemm(bint trans_a, bint trans_b, int m, int n, int k,
                       floating alpha, const floating* a, int lda,
                       const floating* b, int ldb,
-                      floating beta, floating* c, int ldc) noexcept nogil:
+                      floating beta, floating* c, int ldc,
+                      const float* bias=NULL, bint relu=False) noexcept nogil:
     """C (m x n) = alpha * op(A) @ op(B) + beta * C, all arrays row-major: fastnn's float32
-    kernel for C = op(A) op(B) where it applies and is faster, BLAS otherwise."""
+    kernel for C = op(A) op(B) where it applies and is faster, BLAS otherwise.
+
+    bias / relu ask fastnn's kernel to finish C as C + bias, or max(C + bias, 0), in
+    registers; returns whether that was done (False: BLAS computed the bare product)."""
     if m <= 0 or n <= 0:
-        return
+        return True
     if floating is float:
-        if alpha == 1 and beta == 0 and fastnn_sgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
-            return
+        if alpha == 1 and beta == 0 and fastnn_sgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc,
+                                                     bias, relu):
+            return True
     blas_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    return bias == NULL and not relu
 
 
 # Smallest useful GEMM block: below this many rows or columns a split costs more in
@@ -57,18 +64,19 @@ cdef inline bint split_rows(int rows, int cols) noexcept nogil:
     return cols <= rows
 
 
-cdef inline void gemm_block(bint ta, bint tb, int M, int N, int K, const floating* A, int lda,
+cdef inline bint gemm_block(bint ta, bint tb, int M, int N, int K, const floating* A, int lda,
                              const floating* B, int ldb, floating* C, int ldc,
-                             bint by_rows, int part, int parts) noexcept nogil:
-    """Block `part` of `parts` of C = op(A) op(B): a range of C's rows or of its columns."""
+                             bint by_rows, int part, int parts,
+                             const float* bias=NULL, bint relu=False) noexcept nogil:
+    """Block `part` of `parts` of C = op(A) op(B): a range of C's rows or of its columns
+    (bias, relu and the result as for gemm)."""
     cdef int lo, hi
     if by_rows:
         lo = block_start(M, parts, part)
         hi = block_start(M, parts, part + 1)
-        gemm(ta, tb, hi - lo, N, K, 1, A + (lo if ta else <Py_ssize_t>lo * lda), lda, B, ldb,
-             0, C + <Py_ssize_t>lo * ldc, ldc)
-    else:
-        lo = block_start(N, parts, part)
-        hi = block_start(N, parts, part + 1)
-        gemm(ta, tb, M, hi - lo, K, 1, A, lda, B + (<Py_ssize_t>lo * ldb if tb else lo), ldb,
-             0, C + lo, ldc)
+        return gemm(ta, tb, hi - lo, N, K, 1, A + (lo if ta else <Py_ssize_t>lo * lda), lda, B, ldb,
+                    0, C + <Py_ssize_t>lo * ldc, ldc, bias, relu)
+    lo = block_start(N, parts, part)
+    hi = block_start(N, parts, part + 1)
+    return gemm(ta, tb, M, hi - lo, K, 1, A, lda, B + (<Py_ssize_t>lo * ldb if tb else lo), ldb,
+                0, C + lo, ldc, bias + lo if bias != NULL else NULL, relu)

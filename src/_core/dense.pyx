@@ -20,28 +20,37 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from ._blas cimport MIN_SPLIT, split_rows, gemm_block
 from ._openmp cimport n_blocks, block_start, flush_denormals, restore_denormals
-from .activations cimport bias_act_n, act_backward_n
+from .activations cimport bias_act_n, act_backward_n, RELU, IDENTITY
 
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
                   floating[:, ::1] z, floating[:, ::1] y, int kind, double a, int n_threads):
     """y = f(x @ w + b). z receives the pre-activation x @ w + b when given (needed by the
-    backward pass only when needs_input(kind, a)); z=None computes y in place."""
+    backward pass only when needs_input(kind, a)); z=None computes y in place.
+    In float32, ReLU and identity layers get bias and activation from fastnn's GEMM as it
+    stores each tile (no second pass over y)."""
     cdef int n = x.shape[0], k = x.shape[1], m = w.shape[1], blk, lo, hi
-    cdef bint by_rows = split_rows(n, m)
+    cdef bint by_rows = split_rows(n, m), done
     cdef int nb = n_blocks(n if by_rows else m, n_threads, MIN_SPLIT)
     cdef unsigned int csr
     cdef floating* z_ptr = &z[0, 0] if z is not None else &y[0, 0]
+    cdef bint in_gemm = floating is float and z_ptr == &y[0, 0] and (kind == RELU or kind == IDENTITY)
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         csr = flush_denormals()
-        gemm_block(False, False, n, m, k, &x[0, 0], k, &w[0, 0], m, z_ptr, m, by_rows, blk, nb)
-        if by_rows:
-            lo = block_start(n, nb, blk)
-            hi = block_start(n, nb, blk + 1)
-            bias_act_n(z_ptr + <Py_ssize_t>lo * m, &y[lo, 0], &b[0], hi - lo, m, m, kind, <floating>a)
+        if floating is float and in_gemm:
+            done = gemm_block(False, False, n, m, k, &x[0, 0], k, &w[0, 0], m, z_ptr, m, by_rows, blk, nb,
+                              &b[0], kind == RELU)
         else:
-            lo = block_start(m, nb, blk)
-            hi = block_start(m, nb, blk + 1)
-            bias_act_n(z_ptr + lo, &y[0, lo], &b[lo], n, hi - lo, m, kind, <floating>a)
+            gemm_block(False, False, n, m, k, &x[0, 0], k, &w[0, 0], m, z_ptr, m, by_rows, blk, nb)
+            done = False
+        if not done:
+            if by_rows:
+                lo = block_start(n, nb, blk)
+                hi = block_start(n, nb, blk + 1)
+                bias_act_n(z_ptr + <Py_ssize_t>lo * m, &y[lo, 0], &b[0], hi - lo, m, m, kind, <floating>a)
+            else:
+                lo = block_start(m, nb, blk)
+                hi = block_start(m, nb, blk + 1)
+                bias_act_n(z_ptr + lo, &y[0, lo], &b[lo], n, hi - lo, m, kind, <floating>a)
         restore_denormals(csr)
 
 

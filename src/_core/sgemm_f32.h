@@ -13,7 +13,9 @@
  * as in training steps (batch 32: forward 0.55-0.65 of OpenBLAS's time, which packs the
  * whole weight matrix per call), and by 0-12% on large NN and TN products, where C is beyond
  * L2 and k blocks grow to 1024.
- * fastnn_sgemm returns 0 when it did not compute C: call BLAS instead. */
+ * An optional epilogue for the forward product, C = max(C + bias, 0) (relu) or C + bias, is
+ * applied in registers as each tile of C is stored for the last time (NN and TN only).
+ * fastnn_sgemm returns 0 when it did not compute C (nor the epilogue): call BLAS instead. */
 #ifndef FASTNN_SGEMM_F32_H
 #define FASTNN_SGEMM_F32_H
 #include <stddef.h>
@@ -35,10 +37,12 @@
 #define FNN_ALWAYS_INLINE static inline __attribute__((always_inline))
 
 /* C[0:mr, 0:16 nv] (+)= sum_p A[r, p] B[p, :]; A[r, p] at a[r rs_a + p cs_a]; the last
- * vector of each row is masked by `last` (columns beyond n). */
+ * vector of each row is masked by `last` (columns beyond n). bias (when not NULL) is added
+ * and relu applied to the tile as it is stored. */
 FNN_ALWAYS_INLINE void fnn_tile(const int mr, const int nv, int kc, const float *a,
                                 ptrdiff_t rs_a, ptrdiff_t cs_a, const float *b, ptrdiff_t ldb,
-                                float *c, ptrdiff_t ldc, __mmask16 last, int accumulate)
+                                float *c, ptrdiff_t ldc, __mmask16 last, int accumulate,
+                                const float *bias, int relu)
 {
     __m512 acc[FNN_MR][FNN_NV];
 #pragma GCC unroll 6
@@ -69,20 +73,25 @@ FNN_ALWAYS_INLINE void fnn_tile(const int mr, const int nv, int kc, const float 
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++) {
             __mmask16 k = v == nv - 1 ? last : (__mmask16)0xFFFF;
-            _mm512_mask_storeu_ps(c + r * ldc + 16 * v, k, acc[r][v]);
+            __m512 x = acc[r][v];
+            if (bias)
+                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(k, bias + 16 * v));
+            if (relu)   /* x > 0 ? x : 0, NaN included */
+                x = _mm512_max_ps(x, _mm512_setzero_ps());
+            _mm512_mask_storeu_ps(c + r * ldc + 16 * v, k, x);
         }
     }
 }
 
 #define FNN_TILE_CASE(MR_, NV_)                                                                 \
     case (MR_) * 8 + (NV_):                                                                     \
-        fnn_tile(MR_, NV_, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate);                \
+        fnn_tile(MR_, NV_, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu);    \
         break;
 #define FNN_TILE_ROW(MR_) FNN_TILE_CASE(MR_, 1) FNN_TILE_CASE(MR_, 2) FNN_TILE_CASE(MR_, 3) FNN_TILE_CASE(MR_, 4)
 
 static void fnn_tile_any(int mr, int nv, int kc, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
                          const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, __mmask16 last,
-                         int accumulate)
+                         int accumulate, const float *bias, int relu)
 {
     switch (mr * 8 + nv) {
         FNN_TILE_ROW(1) FNN_TILE_ROW(2) FNN_TILE_ROW(3) FNN_TILE_ROW(4) FNN_TILE_ROW(5) FNN_TILE_ROW(6)
@@ -118,7 +127,8 @@ static void fnn_pack_a(float *dst, const float *a, ptrdiff_t lda, int rows, int 
  * (m x kc), then for each 64-column strip, B's panel (kc x 64) packed once and swept down
  * all of C's rows (both buffers on the heap). Returns 0 when a buffer is unavailable. */
 static int fnn_gemm_b_rows(int m, int n, int k, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
-                           const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc)
+                           const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
+                           const float *bias, int relu)
 {
     /* blocks of 128 keep B's panel (128 x 64) in L1; when C has 2^19 elements or more
      * (beyond L2) every k block costs a pass over C from L3, so blocks of up to 1024 */
@@ -145,14 +155,16 @@ static int fnn_gemm_b_rows(int m, int n, int k, const float *a, ptrdiff_t rs_a, 
                 for (int v = 0; v < nv; v++)
                     _mm512_store_ps(bpack + p * FNN_NC + 16 * v,
                                     _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, bsrc + p * ldb + 16 * v));
+            int final = p0 + kc == k;
+            const float *bias_j = final && bias ? bias + j0 : NULL;
             for (int i0 = 0; i0 < m; i0 += FNN_MR) {
                 int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
                 if (pack_a)
                     fnn_tile_any(mr, nv, kc, apack + (ptrdiff_t)i0 * kc, 1, FNN_MR, bpack, FNN_NC,
-                                 c + i0 * ldc + j0, ldc, last, p0 > 0);
+                                 c + i0 * ldc + j0, ldc, last, p0 > 0, bias_j, final && relu);
                 else
                     fnn_tile_any(mr, nv, kc, a + i0 * rs_a + p0 * cs_a, rs_a, cs_a, bpack, FNN_NC,
-                                 c + i0 * ldc + j0, ldc, last, p0 > 0);
+                                 c + i0 * ldc + j0, ldc, last, p0 > 0, bias_j, final && relu);
             }
         }
     }
@@ -220,7 +232,7 @@ static void fnn_gemm_nt(int m, int n, int k, const float *a, ptrdiff_t lda, cons
             for (int i0 = 0; i0 < m; i0 += FNN_MR) {
                 int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
                 fnn_tile_any(mr, nv, kc, a + i0 * lda + p0, lda, 1, panel, FNN_NC,
-                             c + i0 * ldc + j0, ldc, last, p0 > 0);
+                             c + i0 * ldc + j0, ldc, last, p0 > 0, NULL, 0);
             }
         }
     }
@@ -234,9 +246,9 @@ static int fastnn_sgemm_applies(int trans_a, int trans_b, int m, int n, int k)
 }
 
 static int fastnn_sgemm(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
-                        const float *b, int ldb, float *c, int ldc)
+                        const float *b, int ldb, float *c, int ldc, const float *bias, int relu)
 {
-    if (!fastnn_sgemm_applies(trans_a, trans_b, m, n, k))
+    if (!fastnn_sgemm_applies(trans_a, trans_b, m, n, k) || ((bias || relu) && (trans_b || k <= 0)))
         return 0;
     if (k <= 0) {
         for (int i = 0; i < m; i++)
@@ -247,9 +259,9 @@ static int fastnn_sgemm(int trans_a, int trans_b, int m, int n, int k, const flo
     if (trans_b)
         fnn_gemm_nt(m, n, k, a, lda, b, ldb, c, ldc);
     else if (trans_a)
-        return fnn_gemm_b_rows(m, n, k, a, 1, lda, b, ldb, c, ldc);
+        return fnn_gemm_b_rows(m, n, k, a, 1, lda, b, ldb, c, ldc, bias, relu);
     else
-        return fnn_gemm_b_rows(m, n, k, a, lda, 1, b, ldb, c, ldc);
+        return fnn_gemm_b_rows(m, n, k, a, lda, 1, b, ldb, c, ldc, bias, relu);
     return 1;
 }
 #else
@@ -260,10 +272,10 @@ static int fastnn_sgemm_applies(int trans_a, int trans_b, int m, int n, int k)
 }
 
 static int fastnn_sgemm(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
-                        const float *b, int ldb, float *c, int ldc)
+                        const float *b, int ldb, float *c, int ldc, const float *bias, int relu)
 {
     (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)a; (void)lda; (void)b;
-    (void)ldb; (void)c; (void)ldc;
+    (void)ldb; (void)c; (void)ldc; (void)bias; (void)relu;
     return 0;
 }
 #endif
