@@ -46,6 +46,42 @@ def test_activation_forward_backward(name, n, dtype, n_threads):
         assert_close(dz, expected, dtype, scale=1.0, rtol=RTOL[dtype] * (10 if dtype == np.float32 else 1e3))
 
 
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "elu", "softplus", "swish"])
+def test_float32_activations_are_accurate_to_a_few_ulps(name):
+    """The float32 kernels evaluate exp, expm1 and log1p themselves (vectorized where AVX-512
+    is available): within 4 ulps of float64 on
+    [-100, 100], near 0 and at the extremes (a = 1, so a * z adds no rounding of its own),
+    wherever the result is above 1e-30 (below, swish's sigmoid factor is subnormal)."""
+    z = np.concatenate([np.linspace(-100, 100, 400_001), np.linspace(-1e-3, 1e-3, 4001),
+                        [0.0, -0.0, 1e-30, -1e-30, 87.0, 89.0, -89.0, -104.0, 1e4, -1e4]]).astype(np.float32)
+    y = np.empty_like(z)
+    act.activation_forward(z, y, kind(name), 1.0, 1)
+    expected = ref.activation(name, z.astype(np.float64), 1.0)
+    normal = np.abs(expected) >= 1e-30
+    ulp = np.spacing(np.abs(expected[normal]).astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(y[normal] - expected[normal]) / ulp) <= 4
+    # derivatives computed from z: a few ulps of f'(z), or of its scale near its zeros
+    dz = np.empty_like(z)
+    act.activation_backward(y, np.ones_like(z), dz, z, kind(name), 1.0, 1)
+    slope = ref.activation_derivative(name, z.astype(np.float64), 1.0)
+    if name in ("sigmoid", "tanh"):   # from y = f(z): y's own rounding enters, twice for tanh
+        np.testing.assert_allclose(dz, slope, rtol=0, atol=8 * 2.0 ** -24)
+    else:
+        np.testing.assert_allclose(dz, slope, rtol=4 * 2.0 ** -24, atol=4 * 2.0 ** -24)
+
+
+@pytest.mark.parametrize("name", ACT_NAMES)
+def test_activations_keep_nan(name, dtype):
+    """NaN in, NaN out (so a diverged network's loss is NaN, not a plausible number),
+    except ReLU and hard tanh, whose comparisons send NaN to 0 or pass it (as before)."""
+    z = np.array([np.nan, 1.0, -1.0] * 11, dtype)
+    y = np.empty_like(z)
+    act.activation_forward(z, y, kind(name), PARAM.get(name, 1.0), 1)
+    if name != "relu":
+        assert np.all(np.isnan(y[::3]))
+    assert np.all(np.isfinite(y[1::3])) and np.all(np.isfinite(y[2::3]))
+
+
 @pytest.mark.parametrize("name,a,needed", [("swish", 1.0, True), ("leaky_relu", -0.2, True),
                                            ("elu", -0.5, True), ("leaky_relu", 0.2, False),
                                            ("elu", 1.0, False), ("softplus", 2.0, False), ("tanh", 0.0, False)])

@@ -3,21 +3,26 @@
 from cython cimport floating
 from ._math cimport fexp, fexpm1, ftanh, sigmoid, log1p_exp
 
-cdef enum:
-    IDENTITY = 0
-    SIGMOID = 1
-    TANH = 2
-    RELU = 3
-    LEAKY_RELU = 4
-    ELU = 5
-    SOFTPLUS = 6
-    SWISH = 7
-    HARD_TANH = 8
+cdef extern from "activations_f32.h":
+    cdef enum:
+        IDENTITY "FNN_IDENTITY"
+        SIGMOID "FNN_SIGMOID"
+        TANH "FNN_TANH"
+        RELU "FNN_RELU"
+        LEAKY_RELU "FNN_LEAKY_RELU"
+        ELU "FNN_ELU"
+        SOFTPLUS "FNN_SOFTPLUS"
+        SWISH "FNN_SWISH"
+        HARD_TANH "FNN_HARD_TANH"
+    # float32 vector loops for the kinds that need exp/expm1/log1p; 0 = not handled here
+    int act_forward_f32 "fnn_act_forward_f32"(const float* z, float* y, const float* b, Py_ssize_t n,
+                                              int kind, float a) noexcept nogil
+    int act_backward_f32 "fnn_act_backward_f32"(const float* z, const float* y, const float* dy,
+                                                float* dz, Py_ssize_t n, int kind, float a) noexcept nogil
 
 
 cdef inline floating act_forward(floating z, int kind, floating a) noexcept nogil:
     """y = f(z)."""
-    cdef floating s
     if kind == RELU:
         return z if z > 0 else 0
     elif kind == SIGMOID:
@@ -39,7 +44,6 @@ cdef inline floating act_forward(floating z, int kind, floating a) noexcept nogi
 
 cdef inline floating act_derivative(floating z, floating y, int kind, floating a) noexcept nogil:
     """f'(z), given z and y = f(z) (whichever is cheaper and stable)."""
-    cdef floating s
     if kind == RELU:
         return 1 if z > 0 else 0
     elif kind == SIGMOID:
@@ -53,8 +57,8 @@ cdef inline floating act_derivative(floating z, floating y, int kind, floating a
     elif kind == SOFTPLUS:
         return sigmoid(a * z)
     elif kind == SWISH:
-        s = sigmoid(a * z)
-        return s * (1 + a * z * (1 - s))
+        # 1 - s as sigmoid(-a z): no cancellation where s is near 1
+        return sigmoid(a * z) * (1 + a * z * sigmoid(-a * z))
     elif kind == HARD_TANH:
         return 1 if (z > -1 and z < 1) else 0
     return 1
@@ -90,6 +94,9 @@ cdef inline void act_forward_n(const floating* z, floating* y, Py_ssize_t n,
                                int kind, floating a) noexcept nogil:
     """y[i] = f(z[i]); y may be z. The common kinds get their own branch-free loops."""
     cdef Py_ssize_t i
+    if floating is float:
+        if act_forward_f32(z, y, NULL, n, kind, a):
+            return
     if kind == IDENTITY:
         if y != z:
             for i in range(n):
@@ -126,6 +133,9 @@ cdef inline void bias_act_n(floating* z, floating* y, const floating* b, Py_ssiz
                 t = yi[j] + b[j]
                 yi[j] = t if t > 0 else 0
         else:
+            if floating is float:
+                if act_forward_f32(yi, yi, b, cols, kind, a):
+                    continue
             for j in range(cols):
                 yi[j] = act_forward(yi[j] + b[j], kind, a)
 
@@ -135,6 +145,9 @@ cdef inline void act_backward_n(const floating* z, const floating* y, const floa
     """dz[i] = dy[i] * f'(z[i]); dz may alias dy. z may be NULL when not needs_input(kind, a):
     the derivative then comes from y alone."""
     cdef Py_ssize_t i
+    if floating is float:
+        if act_backward_f32(z, y, dy, dz, n, kind, a):
+            return
     if kind == IDENTITY:
         if dz != dy:
             for i in range(n):
