@@ -113,7 +113,12 @@ class NumpyMLP:
             p -= step * m / (np.sqrt(v) / bc2 + eps)
 
 
-def torch_mlp(sizes, threads, fused):
+# fastnn activation name -> the PyTorch module with the same formula (default parameters)
+TORCH_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "elu": "ELU",
+                     "softplus": "Softplus", "silu": "SiLU", "leaky_relu": "LeakyReLU"}
+
+
+def torch_mlp(sizes, threads, fused, activation="relu"):
     import torch
 
     torch.set_num_threads(threads)
@@ -121,7 +126,7 @@ def torch_mlp(sizes, threads, fused):
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(torch.nn.Linear(a, b))
         if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
+            layers.append(getattr(torch.nn, TORCH_ACTIVATIONS[activation])())
     net = torch.nn.Sequential(*layers)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=fused, foreach=None if fused else True)
     loss_fn = torch.nn.CrossEntropyLoss()

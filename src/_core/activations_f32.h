@@ -8,10 +8,11 @@
  *              that n = 0 (|x| < ln(2)/2) keeps full relative precision near 0;
  *   log1p(u) = e ln 2 + 2 atanh(s), 1 + u = m 2^e with m in [0.75, 1.5), s = (m-1)/(m+1),
  *              plus the rounding error of 1 + u, (u - ((1 + u) - 1)) / (1 + u);
- * then sigmoid(x) = 1 / (1 + e^-|x|) (times e^-|x| for x < 0), tanh(x) = sign(x) t / (t + 2) with t = -expm1(-2|x|),
- * elu = alpha expm1(x) for x <= 0, softplus(x) = (max(bx, 0) + log1p(e^-|bx|)) / b and
- * swish(x) = x sigmoid(bx). Relative errors stay within a few float32 ulps
- * (tests/test_kernels.py checks them against float64 over [-100, 100]); NaN stays NaN.
+ * then sigmoid(x) = 1 / (1 + e^-|x|) (times e^-|x| for x < 0), tanh|x| = -t / (t + 2) with
+ * t = expm1(-2|x|), elu = alpha expm1(x) for x <= 0, softplus(x) = (max(bx, 0) +
+ * log1p(e^-|bx|)) / b and swish(x) = x sigmoid(bx); leaky relu and hard tanh are a compare
+ * and a select. Errors stay within 4 float32 ulps (tests/test_kernels.py checks them against
+ * float64 over [-100, 100]); NaN stays NaN.
  * The fnn_* entry points return 0 when they do not handle a kind (or without AVX-512):
  * the caller's scalar loop (libm) does. */
 #ifndef FASTNN_ACTIVATIONS_F32_H
@@ -149,16 +150,27 @@ static inline __m512 fnn_act16(__m512 z, int kind, float a)
         __m512 sp = _mm512_add_ps(_mm512_max_ps(_mm512_setzero_ps(), az), tail);
         return _mm512_div_ps(sp, FNN_V(a));
     }
+    case FNN_LEAKY_RELU:
+        return _mm512_mask_mov_ps(_mm512_mul_ps(FNN_V(a), z),
+                                  _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_GT_OQ), z);
+    case FNN_HARD_TANH:
+        return fnn_clamp16(z, -1.0f, 1.0f);
     default: /* FNN_SWISH */
         return _mm512_mul_ps(z, fnn_sigmoid16(_mm512_mul_ps(FNN_V(a), z)));
     }
 }
 
-/* f'(z) from z (swish, softplus, elu) or from y = f(z) (sigmoid, tanh, softplus, elu) */
+/* f'(z) from z, or from y = f(z) where it follows from y alone (all but swish) */
 static inline __m512 fnn_act_derivative16(__m512 z, __m512 y, int from_z, int kind, float a)
 {
     const __m512 one = FNN_V(1.0f), zero = _mm512_setzero_ps();
+    __m512 x = from_z ? z : y;   /* leaky relu and hard tanh: same test on either */
     switch (kind) {
+    case FNN_LEAKY_RELU:
+        return _mm512_mask_mov_ps(FNN_V(a), _mm512_cmp_ps_mask(x, zero, _CMP_GT_OQ), one);
+    case FNN_HARD_TANH:
+        return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, FNN_V(-1.0f), _CMP_GT_OQ)
+                                   & _mm512_cmp_ps_mask(x, one, _CMP_LT_OQ), one);
     case FNN_SIGMOID:
         return _mm512_mul_ps(y, _mm512_sub_ps(one, y));
     case FNN_TANH:
@@ -180,10 +192,10 @@ static inline __m512 fnn_act_derivative16(__m512 z, __m512 y, int from_z, int ki
     }
 }
 
+/* identity and relu have their own loops (and relu its place in the GEMM) */
 static inline int fnn_act_vectorized(int kind)
 {
-    return kind == FNN_SIGMOID || kind == FNN_TANH || kind == FNN_ELU || kind == FNN_SOFTPLUS
-           || kind == FNN_SWISH;
+    return kind != FNN_IDENTITY && kind != FNN_RELU;
 }
 
 /* y[i] = f(z[i]) + ... (y may be z); bias b[i] added first when b is not NULL */
