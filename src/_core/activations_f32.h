@@ -1,4 +1,5 @@
-/* Activation kinds, and float32 activations with AVX-512 versions of exp, expm1 and log1p.
+/* Activation kinds, and float32 activations and softmax exponentials with AVX-512 versions of
+ * exp, expm1 and log1p.
  *
  * libm's expf/tanhf/log1pf are scalar calls: a sigmoid or tanh layer spent more time in them
  * than in its GEMM. Here 16 values at a time:
@@ -17,6 +18,7 @@
  * the caller's scalar loop (libm) does. */
 #ifndef FASTNN_ACTIVATIONS_F32_H
 #define FASTNN_ACTIVATIONS_F32_H
+#include <math.h>
 #include <stddef.h>
 
 enum {
@@ -198,6 +200,26 @@ static inline int fnn_act_vectorized(int kind)
     return kind != FNN_IDENTITY && kind != FNN_RELU;
 }
 
+/* e[j] = exp(z[j] - max z) for one row of k values (softmax, log-sum-exp); returns their
+ * sum and stores max z */
+static float fnn_exp_shifted_f32(const float *z, float *e, ptrdiff_t k, float *row_max)
+{
+    __m512 vmax = _mm512_set1_ps(-INFINITY), sum = _mm512_setzero_ps();
+    for (ptrdiff_t j = 0; j < k; j += 16) {
+        __mmask16 mask = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1u);
+        vmax = _mm512_mask_max_ps(vmax, mask, _mm512_maskz_loadu_ps(mask, z + j), vmax);
+    }
+    float m = _mm512_reduce_max_ps(vmax);
+    for (ptrdiff_t j = 0; j < k; j += 16) {
+        __mmask16 mask = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1u);
+        __m512 ej = fnn_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, z + j), _mm512_set1_ps(m)));
+        _mm512_mask_storeu_ps(e + j, mask, ej);
+        sum = _mm512_mask_add_ps(sum, mask, sum, ej);
+    }
+    *row_max = m;
+    return _mm512_reduce_add_ps(sum);
+}
+
 /* y[i] = f(z[i]) + ... (y may be z); bias b[i] added first when b is not NULL */
 static int fnn_act_forward_f32(const float *z, float *y, const float *b, ptrdiff_t n, int kind, float a)
 {
@@ -228,6 +250,19 @@ static int fnn_act_backward_f32(const float *z, const float *y, const float *dy,
     return 1;
 }
 #else
+static float fnn_exp_shifted_f32(const float *z, float *e, ptrdiff_t k, float *row_max)
+{
+    float m = z[0], s = 0.0f;
+    for (ptrdiff_t j = 1; j < k; j++)
+        m = z[j] > m ? z[j] : m;
+    for (ptrdiff_t j = 0; j < k; j++) {
+        e[j] = expf(z[j] - m);
+        s += e[j];
+    }
+    *row_max = m;
+    return s;
+}
+
 static int fnn_act_forward_f32(const float *z, float *y, const float *b, ptrdiff_t n, int kind, float a)
 {
     (void)z; (void)y; (void)b; (void)n; (void)kind; (void)a;
