@@ -5,7 +5,7 @@
  *   NT  C (m x n) = A (m x k)   B (n x k)^T    inputs       dX = dZ W^T
  * A register tile computes 6 x 64 of C: each step p broadcasts 6 elements of op(A)'s
  * column p and multiplies them with 4 vectors of B's row p (24 accumulators, 24 FMAs per
- * 4 + 6 loads). k is cut into blocks of at most 128 (1024 when C is large); per block and
+ * 4 + 6 loads). k is cut into blocks of at most 128 (1024 when C is 1 MiB or more); per block and
  * per 64-column strip, B's panel (128 x 64, 32 KiB: L1) is packed once and swept down all
  * rows of C, the C tiles accumulating over the k blocks. NN reads A in place; TN packs A^T into 6-row panels; NT
  * packs its B^T panels with 16 x 16 in-register transposes.
@@ -130,9 +130,11 @@ static int fnn_gemm_b_rows(int m, int n, int k, const float *a, ptrdiff_t rs_a, 
                            const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
                            const float *bias, int relu)
 {
-    /* blocks of 128 keep B's panel (128 x 64) in L1; when C has 2^19 elements or more
-     * (beyond L2) every k block costs a pass over C from L3, so blocks of up to 1024 */
-    int kc_max = fnn_k_block(k, (ptrdiff_t)m * n >= (1 << 19) ? FNN_KC_LARGE : FNN_KC);
+    /* blocks of 128 keep B's panel (128 x 64) in L1; when C has 2^18 elements (1 MiB, half
+     * of L2) or more, every k block costs a pass over C from L3 or a crowded L2, so blocks of
+     * up to 1024 (1024 x 512 x 256: 182 -> 215 GFLOP/s moving the bound from 2^19 to 2^18;
+     * a bound of 2^12 cost batch-32 products 12%) */
+    int kc_max = fnn_k_block(k, (ptrdiff_t)m * n >= (1 << 18) ? FNN_KC_LARGE : FNN_KC);
     int pack_a = rs_a == 1 && cs_a != 1 && n > FNN_NC;
     float *bpack = aligned_alloc(64, (size_t)kc_max * FNN_NC * sizeof(float));
     /* aligned_alloc wants a size that is a multiple of the alignment: round rows up to 16 */
