@@ -118,7 +118,7 @@ TORCH_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "elu"
                      "softplus": "Softplus", "silu": "SiLU", "leaky_relu": "LeakyReLU"}
 
 
-def torch_mlp(sizes, threads, fused, activation="relu"):
+def torch_mlp(sizes, threads, fused):
     import torch
 
     torch.set_num_threads(threads)
@@ -126,7 +126,7 @@ def torch_mlp(sizes, threads, fused, activation="relu"):
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(torch.nn.Linear(a, b))
         if i < len(sizes) - 2:
-            layers.append(getattr(torch.nn, TORCH_ACTIVATIONS[activation])())
+            layers.append(torch.nn.ReLU())
     net = torch.nn.Sequential(*layers)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=fused, foreach=None if fused else True)
     loss_fn = torch.nn.CrossEntropyLoss()

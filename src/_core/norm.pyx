@@ -136,8 +136,8 @@ def group_norm_backward(const floating[:, ::1] x, const floating[::1] gamma,
     """Gradients of group norm. dgamma/dbeta first (parallel over features, rows in order),
     then dx (parallel over rows); dx may alias dy."""
     cdef int n = x.shape[0], d = x.shape[1], m = d // groups, blk, c0, c1
-    cdef Py_ssize_t i, j, g, lo
-    cdef double xh, sg, sgx, gj
+    cdef Py_ssize_t i, j, g, lo, hi
+    cdef double xh, sg, sgx, gj, mu, s
     cdef int nb = n_blocks(d, n_threads, MIN_COLS)
     cdef int nt = n_blocks(n, n_threads, MIN_ROWS)
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
@@ -147,11 +147,16 @@ def group_norm_backward(const floating[:, ::1] x, const floating[::1] gamma,
             dgamma[j] = 0
             dbeta[j] = 0
         for i in range(n):
-            for j in range(c0, c1):
-                g = j // m
-                xh = (x[i, j] - mean[i, g]) * inv_std[i, g]
-                dbeta[j] = dbeta[j] + dy[i, j]
-                dgamma[j] = dgamma[j] + <floating>(dy[i, j] * xh)
+            g = c0 // m
+            while g * m < c1:   # the groups this block of features overlaps
+                lo = max(c0, g * m)
+                hi = min(c1, g * m + m)
+                mu = mean[i, g]
+                s = inv_std[i, g]
+                for j in range(lo, hi):
+                    dbeta[j] = dbeta[j] + dy[i, j]
+                    dgamma[j] = dgamma[j] + <floating>(dy[i, j] * ((x[i, j] - mu) * s))
+                g = g + 1
     for i in prange(n, nogil=True, schedule='static', num_threads=nt):
         for g in range(groups):
             lo = g * m
