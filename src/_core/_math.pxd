@@ -66,16 +66,19 @@ cdef inline floating log1p_exp(floating x) noexcept nogil:
     return (x if x > 0 else 0) + flog1p(fexp(-fabs_(x)))
 
 
-cdef extern from "activations_f32.h":
+cdef extern from "vmath_f32.h":
+    const int VMATH "FNN_VMATH"   # the AVX-512 vector kernels are compiled in
     float exp_shifted_f32 "fnn_exp_shifted_f32"(const float* z, float* e, Py_ssize_t k,
                                                 float* row_max) noexcept nogil
+    double bce_row_f32 "fnn_bce_row_f32"(const float* z, const float* t, float* g, Py_ssize_t k,
+                                         float scale) noexcept nogil
 
 
 cdef inline floating exp_shifted(const floating* z, floating* e, Py_ssize_t k,
                                  floating* row_max) noexcept nogil:
     """e[j] = exp(z[j] - max z) for one row of k values; returns their sum and stores max z.
     Subtracting the maximum keeps every exponent <= 0, so nothing overflows (softmax, LSE).
-    float32: activations_f32.h (16 at a time with AVX-512)."""
+    float32: vmath_f32.h (16 at a time with AVX-512)."""
     cdef Py_ssize_t j
     cdef floating m = z[0], s = 0
     if floating is float:

@@ -3,7 +3,7 @@
 from cython cimport floating
 from ._math cimport fexp, fexpm1, ftanh, sigmoid, log1p_exp
 
-cdef extern from "activations_f32.h":
+cdef extern from "vmath_f32.h":
     cdef enum:
         IDENTITY "FNN_IDENTITY"
         SIGMOID "FNN_SIGMOID"

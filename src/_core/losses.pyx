@@ -12,7 +12,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport fabs
 from libc.stdlib cimport malloc, free
-from ._math cimport exp_shifted, flog, fabs_, sigmoid, log1p_exp
+from ._math cimport exp_shifted, flog, fabs_, sigmoid, log1p_exp, VMATH, bce_row_f32
 from ._openmp cimport n_blocks, block_start
 
 ctypedef long long int64
@@ -139,12 +139,17 @@ def elementwise_loss(const floating[:, ::1] z, const floating[:, ::1] t, floatin
     cdef double acc
     cdef floating scale, gij
     cdef int nt = n_blocks(n * k, n_threads, MIN_ELEMENTS)
+    cdef bint vector_bce = floating is float and kind == BCE and VMATH
     for i in prange(n, nogil=True, schedule='static', num_threads=nt):
         scale = <floating>((sample_weight[i] if weighted else 1.0) / total_weight)
         acc = 0
-        for j in range(k):
-            acc = acc + _elementwise(kind, z[i, j], t[i, j], <floating>delta, &gij)
-            grad[i, j] = scale * gij
+        if floating is float:
+            if vector_bce:
+                acc = bce_row_f32(&z[i, 0], &t[i, 0], &grad[i, 0], k, scale)
+        if not vector_bce:
+            for j in range(k):
+                acc = acc + _elementwise(kind, z[i, j], t[i, j], <floating>delta, &gij)
+                grad[i, j] = scale * gij
         row_loss[i] = (sample_weight[i] if weighted else 1.0) * acc
     return _ordered_sum(row_loss) / total_weight
 

@@ -1,5 +1,5 @@
-/* Activation kinds, and float32 activations and softmax exponentials with AVX-512 versions of
- * exp, expm1 and log1p.
+/* float32 vector math: AVX-512 versions of exp, expm1 and log1p, and the kernels built on
+ * them (activations, softmax exponentials, the logistic loss); the activation kinds.
  *
  * libm's expf/tanhf/log1pf are scalar calls: a sigmoid or tanh layer spent more time in them
  * than in its GEMM. Here 16 values at a time:
@@ -16,8 +16,8 @@
  * float64 over [-100, 100]); NaN stays NaN.
  * The fnn_* entry points return 0 when they do not handle a kind (or without AVX-512):
  * the caller's scalar loop (libm) does. */
-#ifndef FASTNN_ACTIVATIONS_F32_H
-#define FASTNN_ACTIVATIONS_F32_H
+#ifndef FASTNN_VMATH_F32_H
+#define FASTNN_VMATH_F32_H
 #include <math.h>
 #include <stddef.h>
 
@@ -35,6 +35,7 @@ enum {
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
+#define FNN_VMATH 1   /* the vector kernels below exist (else their callers loop over libm) */
 
 #define FNN_V(x) _mm512_set1_ps(x)
 
@@ -220,6 +221,24 @@ static float fnn_exp_shifted_f32(const float *z, float *e, ptrdiff_t k, float *r
     return _mm512_reduce_add_ps(sum);
 }
 
+/* Binary cross-entropy on logits over one row: g[j] = scale (sigmoid(z[j]) - t[j]); returns
+ * sum_j max(z, 0) + log1p(e^-|z|) - z t, each term in float32, summed in double */
+static double fnn_bce_row_f32(const float *z, const float *t, float *g, ptrdiff_t k, float scale)
+{
+    __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+    for (ptrdiff_t j = 0; j < k; j += 16) {
+        __mmask16 mask = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1u);
+        __m512 zv = _mm512_maskz_loadu_ps(mask, z + j), tv = _mm512_maskz_loadu_ps(mask, t + j);
+        _mm512_mask_storeu_ps(g + j, mask, _mm512_mul_ps(FNN_V(scale), _mm512_sub_ps(fnn_sigmoid16(zv), tv)));
+        __m512 tail = fnn_log1p16(fnn_exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(zv))));
+        __m512 loss = _mm512_maskz_sub_ps(mask, _mm512_add_ps(_mm512_max_ps(_mm512_setzero_ps(), zv), tail),
+                                          _mm512_mul_ps(zv, tv));
+        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(loss)));
+        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(loss), 1))));
+    }
+    return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+}
+
 /* y[i] = f(z[i]) + ... (y may be z); bias b[i] added first when b is not NULL */
 static int fnn_act_forward_f32(const float *z, float *y, const float *b, ptrdiff_t n, int kind, float a)
 {
@@ -250,6 +269,14 @@ static int fnn_act_backward_f32(const float *z, const float *y, const float *dy,
     return 1;
 }
 #else
+#define FNN_VMATH 0
+
+static double fnn_bce_row_f32(const float *z, const float *t, float *g, ptrdiff_t k, float scale)
+{
+    (void)z; (void)t; (void)g; (void)k; (void)scale;
+    return 0.0;
+}
+
 static float fnn_exp_shifted_f32(const float *z, float *e, ptrdiff_t k, float *row_max)
 {
     float m = z[0], s = 0.0f;
