@@ -1,7 +1,8 @@
 """Training steps with each kind of hidden layer: fastnn against PyTorch eager (fused Adam).
 
 The mnist network (784-512-512-10, batch 256, Adam) with every hidden activation swapped,
-then 784-512-10 with a BatchNorm, LayerNorm or Dropout layer after the first product.
+then 784-512-10 with a BatchNorm, LayerNorm or Dropout layer after the first product, and
+784-512-100 with 100 independent labels (binary cross-entropy on logits).
 Both libraries take turns in one process (round by round, so the machine's drift touches
 both alike) and each ratio is the median of the per-round ratios.
 
@@ -41,13 +42,22 @@ def normalization_networks(kind):
             [torch.nn.Linear(784, 512), theirs, torch.nn.ReLU(), torch.nn.Linear(512, 10)])
 
 
+def multilabel_networks():
+    import torch
+
+    return ([fnn.Dense(784, 512, activation="relu"), fnn.Dense(512, 100)],
+            [torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 100)])
+
+
 def steps(ours, theirs, X, y):
     import torch
 
-    model = fnn.Sequential(ours, optimizer=fnn.optim.Adam(lr=1e-3), seed=0)
+    multilabel = y.ndim == 2
+    model = fnn.Sequential(ours, loss="binary_cross_entropy" if multilabel else "softmax_cross_entropy",
+                           optimizer=fnn.optim.Adam(lr=1e-3), seed=0)
     net = torch.nn.Sequential(*theirs)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    loss_fn = torch.nn.BCEWithLogitsLoss() if multilabel else torch.nn.CrossEntropyLoss()
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
 
     def torch_step():
@@ -82,12 +92,14 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((args.batch, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], args.batch)
-    cases = [(a, activation_networks(a)) for a in TORCH_ACTIVATIONS]
-    cases += [(k, normalization_networks(k)) for k in ("batchnorm", "layernorm", "dropout")]
+    labels = (rng.random((args.batch, 100)) < 0.1).astype(np.float32)
+    cases = [(a, activation_networks(a), y) for a in TORCH_ACTIVATIONS]
+    cases += [(k, normalization_networks(k), y) for k in ("batchnorm", "layernorm", "dropout")]
+    cases.append(("bce-100", multilabel_networks(), labels))
     print(f"batch {args.batch}, {args.threads} thread(s), Adam; ms per training step")
     print(f"{'hidden layer':12s} {'fastnn':>8s} {'torch':>8s} {'torch/fastnn':>13s}")
-    for name, (ours, theirs) in cases:
-        fns = steps(ours, theirs, X, y)
+    for name, (ours, theirs), targets in cases:
+        fns = steps(ours, theirs, X, targets)
         for fn in fns:          # warm-up
             for _ in range(10):
                 fn()
