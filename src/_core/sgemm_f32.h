@@ -28,11 +28,8 @@
 #define FNN_NC (16 * FNN_NV)
 #define FNN_KC 128
 #define FNN_KC_LARGE 1024
-/* Where OpenBLAS is faster (bench/gemm_shapes.py): fewer than 4 rows (its GEMV-like paths),
- * and NT products with every dimension above 256 (its packing of both operands; NN and TN
- * take 0.88-1.03 of its time there with 1024-deep k blocks, NT 1.0-1.16). */
+/* Where OpenBLAS is faster (bench/gemm_shapes.py): fewer than 4 rows (its GEMV-like paths). */
 #define FNN_MIN_ROWS 4
-#define FNN_MAX_DIM 256
 
 #define FNN_ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -107,6 +104,16 @@ static inline int fnn_k_block(int k, int limit)
     return (k + blocks - 1) / blocks;
 }
 
+/* The k block of C (m x n) = op(A) op(B): blocks of 128 keep B's panel (128 x 64) in L1; when
+ * C has 2^18 elements (1 MiB, half of L2) or more, every k block costs a pass over C from L3
+ * or a crowded L2, so blocks of up to 1024 (1024 x 512 x 256 NN: 182 -> 215 GFLOP/s moving
+ * the bound from 2^19 to 2^18, 1024 x 2048 x 2048 NT: 136 -> 200; a bound of 2^12 cost
+ * batch-32 products 12%) */
+static inline int fnn_kc_max(int m, int n, int k)
+{
+    return fnn_k_block(k, (ptrdiff_t)m * n >= (1 << 18) ? FNN_KC_LARGE : FNN_KC);
+}
+
 /* dst[t][p][r] = A[p, t + r] (op(A) = A^T, A row-major with leading dimension lda) for row
  * tiles t = 0, 6, 12, ...: one contiguous kc x 6 panel per tile, each of its rows one masked
  * 6-float copy (rows beyond `rows` in the last panel are left unset and never read) */
@@ -130,11 +137,7 @@ static int fnn_gemm_b_rows(int m, int n, int k, const float *a, ptrdiff_t rs_a, 
                            const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
                            const float *bias, int relu)
 {
-    /* blocks of 128 keep B's panel (128 x 64) in L1; when C has 2^18 elements (1 MiB, half
-     * of L2) or more, every k block costs a pass over C from L3 or a crowded L2, so blocks of
-     * up to 1024 (1024 x 512 x 256: 182 -> 215 GFLOP/s moving the bound from 2^19 to 2^18;
-     * a bound of 2^12 cost batch-32 products 12%) */
-    int kc_max = fnn_k_block(k, (ptrdiff_t)m * n >= (1 << 18) ? FNN_KC_LARGE : FNN_KC);
+    int kc_max = fnn_kc_max(m, n, k);
     int pack_a = rs_a == 1 && cs_a != 1 && n > FNN_NC;
     float *bpack = aligned_alloc(64, (size_t)kc_max * FNN_NC * sizeof(float));
     /* aligned_alloc wants a size that is a multiple of the alignment: round rows up to 16 */
@@ -218,12 +221,15 @@ static void fnn_pack_transposed(float *dst, const float *src, ptrdiff_t lds, int
             dst[(ptrdiff_t)p * FNN_NC + j] = src[(ptrdiff_t)j * lds + p];
 }
 
-/* C = A B^T, A (m x k), B (n x k): blocks of B^T packed kc x 64 on the stack. */
-static void fnn_gemm_nt(int m, int n, int k, const float *a, ptrdiff_t lda, const float *b,
-                        ptrdiff_t ldb, float *c, ptrdiff_t ldc)
+/* C = A B^T, A (m x k), B (n x k): per 64-column strip and k block, B^T's panel (kc x 64)
+ * packed on the heap and swept down all rows of C. Returns 0 when the buffer is unavailable. */
+static int fnn_gemm_nt(int m, int n, int k, const float *a, ptrdiff_t lda, const float *b,
+                       ptrdiff_t ldb, float *c, ptrdiff_t ldc)
 {
-    float panel[FNN_KC * FNN_NC] __attribute__((aligned(64)));
-    int kc_max = fnn_k_block(k, FNN_KC);
+    int kc_max = fnn_kc_max(m, n, k);
+    float *panel = aligned_alloc(64, (size_t)kc_max * FNN_NC * sizeof(float));
+    if (!panel)
+        return 0;
     for (int j0 = 0; j0 < n; j0 += FNN_NC) {
         int cols = n - j0 < FNN_NC ? n - j0 : FNN_NC;
         int nv = (cols + 15) / 16;
@@ -238,13 +244,14 @@ static void fnn_gemm_nt(int m, int n, int k, const float *a, ptrdiff_t lda, cons
             }
         }
     }
+    free(panel);
+    return 1;
 }
 
 /* Whether fastnn_sgemm computes this product (else it returns 0 and BLAS should). */
 static int fastnn_sgemm_applies(int trans_a, int trans_b, int m, int n, int k)
 {
-    return !(trans_a && trans_b) && m >= FNN_MIN_ROWS
-           && (!trans_b || !(m > FNN_MAX_DIM && n > FNN_MAX_DIM && k > FNN_MAX_DIM));
+    return !(trans_a && trans_b) && m >= FNN_MIN_ROWS;
 }
 
 static int fastnn_sgemm(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
@@ -259,12 +266,10 @@ static int fastnn_sgemm(int trans_a, int trans_b, int m, int n, int k, const flo
         return 1;
     }
     if (trans_b)
-        fnn_gemm_nt(m, n, k, a, lda, b, ldb, c, ldc);
-    else if (trans_a)
+        return fnn_gemm_nt(m, n, k, a, lda, b, ldb, c, ldc);
+    if (trans_a)
         return fnn_gemm_b_rows(m, n, k, a, 1, lda, b, ldb, c, ldc, bias, relu);
-    else
-        return fnn_gemm_b_rows(m, n, k, a, lda, 1, b, ldb, c, ldc, bias, relu);
-    return 1;
+    return fnn_gemm_b_rows(m, n, k, a, lda, 1, b, ldb, c, ldc, bias, relu);
 }
 #else
 static int fastnn_sgemm_applies(int trans_a, int trans_b, int m, int n, int k)
