@@ -6,7 +6,7 @@ import pytest
 import reference as ref
 from conftest import RTOL, assert_close, readonly
 from fastnn._core import activations as act
-from fastnn._core import dense, losses
+from fastnn._core import _blas, dense, losses
 from fastnn.layers import ACTIVATIONS
 
 PARAM = {"leaky_relu": 0.1, "elu": 0.7, "softplus": 1.5, "swish": 1.3, "silu": 1.0}
@@ -161,18 +161,22 @@ def test_dense_backward_without_input_gradient(dtype):
     assert_close(dW, x.astype(np.float64).T @ np.ones((5, 2)), dtype, scale=10.0)
 
 
-def test_dense_two_threads_equal_one_thread(dtype):
-    """Row and column splits change no sum's order: 1 and 2 threads agree bit for bit."""
+@pytest.mark.parametrize("batch,n_in,n_out", [(300, 160, 90), (40, 160, 700)])
+def test_dense_two_threads_equal_one_thread(batch, n_in, n_out, dtype):
+    """Row splits (300 x 160 -> 90) and column splits (40 x 160 -> 700), each product above the
+    flops worth a second thread: no sum changes its order, 1 and 2 threads agree."""
+    from fastnn._core import parallel
+
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((300, 70)).astype(dtype)
-    W = rng.standard_normal((70, 90)).astype(dtype)
-    b = rng.standard_normal(90).astype(dtype)
-    dy_in = rng.standard_normal((300, 90)).astype(dtype)
+    x = rng.standard_normal((batch, n_in)).astype(dtype)
+    W = rng.standard_normal((n_in, n_out)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    dy_in = rng.standard_normal((batch, n_out)).astype(dtype)
     outs = []
     for threads in (1, 2):
-        z = np.empty((300, 90), dtype)
+        z = np.empty((batch, n_out), dtype)
         y = np.empty_like(z)
-        dense.dense_forward(x, W, b, z, y, kind("relu"), 0.0, threads)
+        dense.dense_forward(x, W, b, None, y, kind("relu"), 0.0, threads)
         z = np.abs(x @ W + b)  # same activation pattern for both runs
         dy = dy_in.copy()
         dW, db, dx = np.empty_like(W), np.empty_like(b), np.empty_like(x)
@@ -181,6 +185,16 @@ def test_dense_two_threads_equal_one_thread(dtype):
     for one, two in zip(*outs):
         np.testing.assert_allclose(one, two, rtol=RTOL[dtype] * 10, atol=RTOL[dtype] * 10)
     np.testing.assert_array_equal(outs[0][2], outs[1][2])  # db: same per-column order
+    if parallel.threads_used(2) == 2:   # (not in a build without OpenMP)
+        assert _blas.threads_for(batch, n_in, n_out, 2) == 2
+
+
+def test_small_products_stay_on_one_thread():
+    """Below MIN_FLOPS_PER_THREAD per thread a layer's products are not split (the split cost
+    more than it saved in a 64-128-128-10 step at batch 64)."""
+    assert _blas.threads_for(64, 128, 128, 2) == 1
+    assert _blas.threads_for(256, 784, 512, 2) == 2
+    assert _blas.threads_for(256, 784, 512, 1) == 1
 
 
 # ---- losses ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ def gemm_rowmajor(const floating[:, ::1] a, const floating[:, ::1] b, floating[:
     cdef int ldb = b.shape[1] if b.shape[1] > 0 else 1
     cdef int ldc = c.shape[1]
     cdef bint by_rows = split_rows(m, n)
-    cdef int blk, nb = n_blocks(m if by_rows else n, n_threads, MIN_SPLIT)
+    cdef int blk, nb = n_blocks(m if by_rows else n, gemm_threads(m, n, k, n_threads), MIN_SPLIT)
     cdef const floating* pa = &a[0, 0] if a.shape[0] * a.shape[1] else NULL
     cdef const floating* pb = &b[0, 0] if b.shape[0] * b.shape[1] else NULL
     if (a.shape[1] if trans_a else a.shape[0]) != m or (b.shape[0] if trans_b else b.shape[1]) != n \
@@ -47,3 +47,9 @@ def calls_blas(dtype, bint trans_a, bint trans_b, int m, int n, int k):
     to fastnn's own kernels, also when a dense layer splits it over threads (the split
     keeps at least 16 rows per block, and a smaller dimension never moves a product to BLAS)."""
     return np.dtype(dtype) != np.float32 or not fastnn_sgemm_applies(trans_a, trans_b, m, n, k)
+
+
+def threads_for(int m, int n, int k, int n_threads):
+    """Threads the layers and gemm_rowmajor give C (m x n) = op(A) op(B) with inner size k:
+    n_threads when each gets at least MIN_FLOPS_PER_THREAD of its 2 m n k flops, fewer else."""
+    return gemm_threads(m, n, k, n_threads)

@@ -4,7 +4,8 @@ Forward  Z = X W + b,  A = f(Z)           X (n, k), W (k, m), b (m,)
 Backward dZ = dA * f'(Z)                  (in place in dA)
          dX = dZ W^T,  dW = X^T dZ,  db = sum_rows dZ
 
-Each GEMM is split into one block per OpenMP thread, and each thread runs a
+Each GEMM is split into one block per OpenMP thread (a product too small to repay a
+second thread, under MIN_FLOPS_PER_THREAD each, stays whole), and each thread runs a
 single-threaded GEMM on its block (fastnn's float32 kernel where it applies, else BLAS:
 see _blas.pxd), so only one thread pool is ever active (OpenBLAS's own threads and
 libgomp's spin against each other when they alternate).
@@ -18,7 +19,7 @@ fixed order, whatever the thread count.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from ._blas cimport MIN_SPLIT, split_rows, gemm_block
+from ._blas cimport MIN_SPLIT, split_rows, gemm_block, gemm_threads
 from ._openmp cimport n_blocks, block_start, flush_denormals, restore_denormals
 from .activations cimport bias_act_n, act_backward_n, RELU, IDENTITY
 
@@ -30,7 +31,7 @@ def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floa
     stores each tile (no second pass over y)."""
     cdef int n = x.shape[0], k = x.shape[1], m = w.shape[1], blk, lo, hi
     cdef bint by_rows = split_rows(n, m), done
-    cdef int nb = n_blocks(n if by_rows else m, n_threads, MIN_SPLIT)
+    cdef int nb = n_blocks(n if by_rows else m, gemm_threads(n, m, k, n_threads), MIN_SPLIT)
     cdef unsigned int csr
     cdef floating* z_ptr = &z[0, 0] if z is not None else &y[0, 0]
     cdef bint in_gemm = floating is float and z_ptr == &y[0, 0] and (kind == RELU or kind == IDENTITY)
@@ -84,9 +85,10 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
     cdef int n = x.shape[0], k = x.shape[1], m = w.shape[1], blk, c0, c1
     cdef bint want_dx = dx is not None, want_dw = dw is not None
     cdef bint dx_by_rows = split_rows(n, k), dw_by_rows = split_rows(k, m)
-    cdef int nb_dx = n_blocks(n if dx_by_rows else k, n_threads, MIN_SPLIT)
-    cdef int nb_dw = n_blocks(k if dw_by_rows else m, n_threads, MIN_SPLIT)
-    cdef int nb_dz = n_blocks(m, n_threads, MIN_SPLIT)
+    cdef int threads = gemm_threads(n, m, k, n_threads)    # both products take 2 n m k flops
+    cdef int nb_dx = n_blocks(n if dx_by_rows else k, threads, MIN_SPLIT)
+    cdef int nb_dw = n_blocks(k if dw_by_rows else m, threads, MIN_SPLIT)
+    cdef int nb_dz = n_blocks(m, threads, MIN_SPLIT)
     cdef int nt = max(nb_dz, max(nb_dx, nb_dw))
     cdef unsigned int csr
     cdef floating* dx_ptr = &dx[0, 0] if want_dx else NULL
@@ -109,3 +111,4 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
                 gemm_block(True, False, k, m, n, &x[0, 0], k, &dy[0, 0], m, &dw[0, 0], m,
                             dw_by_rows, blk, nb_dw)
         restore_denormals(csr)
+
