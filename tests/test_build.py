@@ -54,7 +54,7 @@ def test_gemm_own_float32_kernels_match_numpy(trans_a, trans_b):
     6-row tiles, 16-wide vectors, 64-wide strips, 128-deep k blocks (1024-deep for large C)."""
     rng = np.random.default_rng(1)
     shapes = list(itertools.product([4, 7, 73, 145], [1, 10, 17, 64, 130], [0, 1, 17, 129, 300]))
-    shapes.append((1030, 520, 1100))   # C of >= 2^18 elements: k blocks of up to 1024
+    shapes.append((1030, 520, 1100))   # C of >= 2^19 elements: k blocks of up to 1024
     for m, n, k in shapes:
         a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
         b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)

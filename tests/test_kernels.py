@@ -139,13 +139,13 @@ def test_dense_forward_backward(batch, n_in, n_out, name, dtype, n_threads):
 
 @pytest.mark.parametrize("name", ["relu", "identity", "tanh"])
 def test_dense_forward_large_product(name, n_threads):
-    """float32 products with C of 2^18 elements or more take 1024-deep k blocks; bias and ReLU
+    """float32 products with C of 2^19 elements or more take 1024-deep k blocks; bias and ReLU
     (or identity) are added in registers after the last of them, other activations after."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((300, 1100)).astype(np.float32)
+    x = rng.standard_normal((600, 1100)).astype(np.float32)
     W = (rng.standard_normal((1100, 900)) / np.sqrt(1100)).astype(np.float32)
     b = rng.standard_normal(900).astype(np.float32)
-    y = np.full((300, 900), np.nan, np.float32)
+    y = np.full((600, 900), np.nan, np.float32)
     dense.dense_forward(x, W, b, None, y, kind(name), 0.0, n_threads)
     _, y_ref = ref.dense_forward(x, W, b, name, 0.0)
     assert_close(y, y_ref, np.float32, scale=float((np.abs(x) @ np.abs(W)).max()))

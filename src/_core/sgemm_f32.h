@@ -5,7 +5,7 @@
  *   NT  C (m x n) = A (m x k)   B (n x k)^T    inputs       dX = dZ W^T
  * A register tile computes 6 x 64 of C: each step p broadcasts 6 elements of op(A)'s
  * column p and multiplies them with 4 vectors of B's row p (24 accumulators, 24 FMAs per
- * 4 + 6 loads). k is cut into blocks of at most 128 (1024 when C is 1 MiB or more); per block and
+ * 4 + 6 loads). k is cut into blocks of at most 128 (1024 when C is 2 MiB or more); per block and
  * per 64-column strip, B's panel (128 x 64, 32 KiB: L1) is packed once and swept down all
  * rows of C, the C tiles accumulating over the k blocks. NN reads A in place; TN packs A^T into 6-row panels; NT
  * packs its B^T panels with 16 x 16 in-register transposes.
@@ -105,13 +105,13 @@ static inline int fnn_k_block(int k, int limit)
 }
 
 /* The k block of C (m x n) = op(A) op(B): blocks of 128 keep B's panel (128 x 64) in L1; when
- * C has 2^18 elements (1 MiB, half of L2) or more, every k block costs a pass over C from L3
- * or a crowded L2, so blocks of up to 1024 (1024 x 512 x 256 NN: 182 -> 215 GFLOP/s moving
- * the bound from 2^19 to 2^18, 1024 x 2048 x 2048 NT: 136 -> 200; a bound of 2^12 cost
- * batch-32 products 12%) */
+ * C has 2^19 elements (2 MiB, L2) or more, every k block costs a pass over C from L3, so
+ * blocks of up to 1024 (1024 x 2048 x 2048 NT: 136 -> 200 GFLOP/s). A bound of 2^18 sped up
+ * 1024 x 512 x 256 NN by 12% but slowed 512 x 512 x 256 TN by 8% (its 256 x 64 panel leaves
+ * L1); a bound of 2^12 cost batch-32 products 12%. */
 static inline int fnn_kc_max(int m, int n, int k)
 {
-    return fnn_k_block(k, (ptrdiff_t)m * n >= (1 << 18) ? FNN_KC_LARGE : FNN_KC);
+    return fnn_k_block(k, (ptrdiff_t)m * n >= (1 << 19) ? FNN_KC_LARGE : FNN_KC);
 }
 
 /* dst[t][p][r] = A[p, t + r] (op(A) = A^T, A row-major with leading dimension lda) for row
