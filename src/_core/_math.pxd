@@ -78,17 +78,17 @@ cdef inline floating exp_shifted(const floating* z, floating* e, Py_ssize_t k,
                                  floating* row_max) noexcept nogil:
     """e[j] = exp(z[j] - max z) for one row of k values; returns their sum and stores max z.
     Subtracting the maximum keeps every exponent <= 0, so nothing overflows (softmax, LSE).
-    float32: vmath_f32.h (16 at a time with AVX-512)."""
+    float32 with AVX-512: vmath_f32.h, 16 at a time."""
     cdef Py_ssize_t j
     cdef floating m = z[0], s = 0
     if floating is float:
-        return exp_shifted_f32(z, e, k, row_max)
-    else:
-        for j in range(1, k):
-            if z[j] > m:
-                m = z[j]
-        for j in range(k):
-            e[j] = fexp(z[j] - m)
-            s = s + e[j]
-        row_max[0] = m
-        return s
+        if VMATH:
+            return exp_shifted_f32(z, e, k, row_max)
+    for j in range(1, k):
+        if z[j] > m:
+            m = z[j]
+    for j in range(k):
+        e[j] = fexp(z[j] - m)
+        s = s + e[j]
+    row_max[0] = m
+    return s

@@ -13,7 +13,8 @@ A block is a range of rows or of columns of the product, whichever makes the thr
 share the smaller operand: a row split makes every thread pack all of the right-hand
 matrix, a column split all of the left-hand one (measured: splitting the forward GEMM
 by rows cost mnist-256 on 2 threads 29% over OpenBLAS's own threading). The bias and
-activation are applied to each block right after its GEMM; dZ and db come from one pass
+activation are applied inside the float32 GEMM for ReLU and identity, else to each block
+right after its GEMM; dZ and db come from one pass
 over dY by column blocks. Every element of dW and db is summed over the whole batch in one
 fixed order, whatever the thread count.
 """

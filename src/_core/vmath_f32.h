@@ -3,10 +3,10 @@
  *
  * libm's expf/tanhf/log1pf are scalar calls: a sigmoid or tanh layer spent more time in them
  * than in its GEMM. Here 16 values at a time:
- *   exp(x)   = 2^n p(r),  n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, Cody-Waite),
- *              p the degree-7 Taylor polynomial of e^r on |r| <= ln(2)/2 (error < 2^-26);
- *   expm1(x) = 2^n q(r) + (2^n - 1), q(r) = e^r - 1 by its Taylor polynomial (degree 8), so
- *              that n = 0 (|x| < ln(2)/2) keeps full relative precision near 0;
+ *   exp(x)   = 2^n (1 + q(r)),  n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts,
+ *              Cody-Waite), q(r) = e^r - 1 by its degree-8 Taylor polynomial on |r| <= ln(2)/2;
+ *   expm1(x) = 2^n q(r) + (2^n - 1), so that n = 0 (|x| < ln(2)/2) keeps full relative
+ *              precision near 0;
  *   log1p(u) = e ln 2 + 2 atanh(s), 1 + u = m 2^e with m in [0.75, 1.5), s = (m-1)/(m+1),
  *              plus the rounding error of 1 + u, (u - ((1 + u) - 1)) / (1 + u);
  * then sigmoid(x) = 1 / (1 + e^-|x|) (times e^-|x| for x < 0), tanh|x| = -t / (t + 2) with
@@ -18,7 +18,7 @@
  * the caller's scalar loop (libm) does. */
 #ifndef FASTNN_VMATH_F32_H
 #define FASTNN_VMATH_F32_H
-#include <math.h>
+#include <math.h>   /* INFINITY */
 #include <stddef.h>
 
 enum {
@@ -39,6 +39,12 @@ enum {
 
 #define FNN_V(x) _mm512_set1_ps(x)
 
+/* the lanes of a 16-wide step over `left` remaining elements */
+static inline __mmask16 fnn_mask16(ptrdiff_t left)
+{
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+
 /* x clamped to [lo, hi], NaN kept (max/min return their second operand on NaN) */
 static inline __m512 fnn_clamp16(__m512 x, float lo, float hi)
 {
@@ -55,23 +61,9 @@ static inline __m512 fnn_reduce16(__m512 x, __m512 *r)
     return n;
 }
 
-static inline __m512 fnn_exp16(__m512 x)
+/* e^r - 1 for |r| <= ln(2)/2 by its Taylor polynomial: r + r^2 (1/2 + r/6 + ... + r^6/8!) */
+static inline __m512 fnn_expm1_reduced16(__m512 r)
 {
-    __m512 r, n = fnn_reduce16(fnn_clamp16(x, -104.0f, 89.0f), &r);
-    __m512 p = FNN_V(1.0f / 5040);
-    p = _mm512_fmadd_ps(p, r, FNN_V(1.0f / 720));
-    p = _mm512_fmadd_ps(p, r, FNN_V(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, FNN_V(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, FNN_V(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, FNN_V(0.5f));
-    p = _mm512_fmadd_ps(p, r, FNN_V(1.0f));
-    p = _mm512_fmadd_ps(p, r, FNN_V(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
-static inline __m512 fnn_expm1_16(__m512 x)
-{
-    __m512 r, n = fnn_reduce16(fnn_clamp16(x, -104.0f, 89.0f), &r);
     __m512 q = FNN_V(1.0f / 40320);
     q = _mm512_fmadd_ps(q, r, FNN_V(1.0f / 5040));
     q = _mm512_fmadd_ps(q, r, FNN_V(1.0f / 720));
@@ -79,9 +71,21 @@ static inline __m512 fnn_expm1_16(__m512 x)
     q = _mm512_fmadd_ps(q, r, FNN_V(1.0f / 24));
     q = _mm512_fmadd_ps(q, r, FNN_V(1.0f / 6));
     q = _mm512_fmadd_ps(q, r, FNN_V(0.5f));
-    q = _mm512_fmadd_ps(_mm512_mul_ps(q, r), r, r);         /* r + r^2 (1/2 + r/6 + ...) */
+    return _mm512_fmadd_ps(_mm512_mul_ps(q, r), r, r);
+}
+
+static inline __m512 fnn_exp16(__m512 x)
+{
+    __m512 r, n = fnn_reduce16(fnn_clamp16(x, -104.0f, 89.0f), &r);
+    return _mm512_scalef_ps(_mm512_add_ps(fnn_expm1_reduced16(r), FNN_V(1.0f)), n);
+}
+
+/* 2^n (e^r - 1) + (2^n - 1): n = 0 (|x| < ln(2)/2) keeps full relative precision near 0 */
+static inline __m512 fnn_expm1_16(__m512 x)
+{
+    __m512 r, n = fnn_reduce16(fnn_clamp16(x, -104.0f, 89.0f), &r);
     __m512 t = _mm512_scalef_ps(FNN_V(1.0f), n);            /* 2^n, exact */
-    return _mm512_fmadd_ps(t, q, _mm512_sub_ps(t, FNN_V(1.0f)));
+    return _mm512_fmadd_ps(t, fnn_expm1_reduced16(r), _mm512_sub_ps(t, FNN_V(1.0f)));
 }
 
 /* log(1 + u) for u > -1 */
@@ -135,6 +139,13 @@ static inline __m512 fnn_tanh16(__m512 x)
         _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u))));
 }
 
+/* log(1 + e^x) = max(x, 0) + log1p(e^-|x|), NaN kept */
+static inline __m512 fnn_softplus16(__m512 x)
+{
+    __m512 tail = fnn_log1p16(fnn_exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(x))));
+    return _mm512_add_ps(_mm512_max_ps(_mm512_setzero_ps(), x), tail);
+}
+
 static inline __m512 fnn_act16(__m512 z, int kind, float a)
 {
     switch (kind) {
@@ -146,13 +157,8 @@ static inline __m512 fnn_act16(__m512 z, int kind, float a)
         __mmask16 pos = _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_GT_OQ);
         return _mm512_mask_mov_ps(_mm512_mul_ps(FNN_V(a), fnn_expm1_16(z)), pos, z);
     }
-    case FNN_SOFTPLUS: {
-        __m512 az = _mm512_mul_ps(FNN_V(a), z);
-        __m512 tail = fnn_log1p16(fnn_exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(az))));
-        /* max(az, 0) with NaN kept */
-        __m512 sp = _mm512_add_ps(_mm512_max_ps(_mm512_setzero_ps(), az), tail);
-        return _mm512_div_ps(sp, FNN_V(a));
-    }
+    case FNN_SOFTPLUS:
+        return _mm512_div_ps(fnn_softplus16(_mm512_mul_ps(FNN_V(a), z)), FNN_V(a));
     case FNN_LEAKY_RELU:
         return _mm512_mask_mov_ps(_mm512_mul_ps(FNN_V(a), z),
                                   _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_GT_OQ), z);
@@ -207,12 +213,12 @@ static float fnn_exp_shifted_f32(const float *z, float *e, ptrdiff_t k, float *r
 {
     __m512 vmax = _mm512_set1_ps(-INFINITY), sum = _mm512_setzero_ps();
     for (ptrdiff_t j = 0; j < k; j += 16) {
-        __mmask16 mask = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1u);
+        __mmask16 mask = fnn_mask16(k - j);
         vmax = _mm512_mask_max_ps(vmax, mask, _mm512_maskz_loadu_ps(mask, z + j), vmax);
     }
     float m = _mm512_reduce_max_ps(vmax);
     for (ptrdiff_t j = 0; j < k; j += 16) {
-        __mmask16 mask = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1u);
+        __mmask16 mask = fnn_mask16(k - j);
         __m512 ej = fnn_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, z + j), _mm512_set1_ps(m)));
         _mm512_mask_storeu_ps(e + j, mask, ej);
         sum = _mm512_mask_add_ps(sum, mask, sum, ej);
@@ -227,12 +233,10 @@ static double fnn_bce_row_f32(const float *z, const float *t, float *g, ptrdiff_
 {
     __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
     for (ptrdiff_t j = 0; j < k; j += 16) {
-        __mmask16 mask = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1u);
+        __mmask16 mask = fnn_mask16(k - j);
         __m512 zv = _mm512_maskz_loadu_ps(mask, z + j), tv = _mm512_maskz_loadu_ps(mask, t + j);
         _mm512_mask_storeu_ps(g + j, mask, _mm512_mul_ps(FNN_V(scale), _mm512_sub_ps(fnn_sigmoid16(zv), tv)));
-        __m512 tail = fnn_log1p16(fnn_exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(zv))));
-        __m512 loss = _mm512_maskz_sub_ps(mask, _mm512_add_ps(_mm512_max_ps(_mm512_setzero_ps(), zv), tail),
-                                          _mm512_mul_ps(zv, tv));
+        __m512 loss = _mm512_maskz_sub_ps(mask, fnn_softplus16(zv), _mm512_mul_ps(zv, tv));
         lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(loss)));
         hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(loss), 1))));
     }
@@ -245,7 +249,7 @@ static int fnn_act_forward_f32(const float *z, float *y, const float *b, ptrdiff
     if (!fnn_act_vectorized(kind))
         return 0;
     for (ptrdiff_t i = 0; i < n; i += 16) {
-        __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        __mmask16 k = fnn_mask16(n - i);
         __m512 v = _mm512_maskz_loadu_ps(k, z + i);
         if (b)
             v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b + i));
@@ -261,7 +265,7 @@ static int fnn_act_backward_f32(const float *z, const float *y, const float *dy,
     if (!fnn_act_vectorized(kind) || (kind == FNN_SWISH && !z))
         return 0;
     for (ptrdiff_t i = 0; i < n; i += 16) {
-        __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        __mmask16 k = fnn_mask16(n - i);
         __m512 zv = z ? _mm512_maskz_loadu_ps(k, z + i) : _mm512_setzero_ps();
         __m512 d = fnn_act_derivative16(zv, _mm512_maskz_loadu_ps(k, y + i), z != NULL, kind, a);
         _mm512_mask_storeu_ps(dz + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dy + i), d));
@@ -269,6 +273,7 @@ static int fnn_act_backward_f32(const float *z, const float *y, const float *dy,
     return 1;
 }
 #else
+/* Without AVX-512 the callers check FNN_VMATH (or the 0 returned) and loop over libm. */
 #define FNN_VMATH 0
 
 static double fnn_bce_row_f32(const float *z, const float *t, float *g, ptrdiff_t k, float scale)
@@ -279,15 +284,8 @@ static double fnn_bce_row_f32(const float *z, const float *t, float *g, ptrdiff_
 
 static float fnn_exp_shifted_f32(const float *z, float *e, ptrdiff_t k, float *row_max)
 {
-    float m = z[0], s = 0.0f;
-    for (ptrdiff_t j = 1; j < k; j++)
-        m = z[j] > m ? z[j] : m;
-    for (ptrdiff_t j = 0; j < k; j++) {
-        e[j] = expf(z[j] - m);
-        s += e[j];
-    }
-    *row_max = m;
-    return s;
+    (void)z; (void)e; (void)k; (void)row_max;
+    return 0.0f;
 }
 
 static int fnn_act_forward_f32(const float *z, float *y, const float *b, ptrdiff_t n, int kind, float a)
