@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+from common import torch_mlp
 
 HIDDEN = (512, 256)
 
@@ -56,25 +57,16 @@ def fastnn_trainer(threads):
 def torch_trainer(threads):
     import torch
 
-    torch.set_num_threads(threads)
     torch.manual_seed(0)
     (X, y), (Xt, yt) = _data()
     X, y, Xt = torch.from_numpy(X), torch.from_numpy(y), torch.from_numpy(Xt)
-    sizes = [784, *HIDDEN]
-    layers = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    net = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-1], 10))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    net, step = torch_mlp([784, *HIDDEN, 10], threads, fused=True)
 
     def epoch():
         perm = torch.randperm(len(X))
         for start in range(0, len(X), 128):
             idx = perm[start:start + 128]
-            opt.zero_grad(set_to_none=False)
-            loss_fn(net(X[idx]), y[idx]).backward()
-            opt.step()
+            step(X[idx], y[idx])
 
     def finish():
         with torch.no_grad():
