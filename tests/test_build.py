@@ -51,10 +51,12 @@ def test_gemm_matches_numpy(dtype, trans_a, trans_b, m, n, k):
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
 def test_gemm_own_float32_kernels_match_numpy(trans_a, trans_b):
     """The shapes fastnn's own float32 kernels take (alpha 1, beta 0), across the tile edges:
-    6-row tiles, 16-wide vectors, 64-wide strips, 128-deep k blocks (1024-deep for large C)."""
+    6-row tiles, 16-wide vectors, 64-wide strips, 128-deep k blocks; for C of 2^19 elements or
+    more, NN/TN blocks of 384 columns and 384-deep k blocks, NT k blocks of up to 1024."""
     rng = np.random.default_rng(1)
     shapes = list(itertools.product([4, 7, 73, 145], [1, 10, 17, 64, 130], [0, 1, 17, 129, 300]))
-    shapes.append((1030, 520, 1100))   # C of >= 2^19 elements: k blocks of up to 1024
+    shapes.append((1030, 520, 1100))   # C of >= 2^19 elements: 2 column blocks, 3 k blocks
+    shapes.append((4099, 130, 301))    # C of >= 2^19 elements: one narrow column block
     for m, n, k in shapes:
         a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
         b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)

@@ -5,14 +5,15 @@
  *   NT  C (m x n) = A (m x k)   B (n x k)^T    inputs       dX = dZ W^T
  * A register tile computes 6 x 64 of C: each step p broadcasts 6 elements of op(A)'s
  * column p and multiplies them with 4 vectors of B's row p (24 accumulators, 24 FMAs per
- * 4 + 6 loads). k is cut into blocks of at most 128 (1024 when C is 2 MiB or more); per block and
- * per 64-column strip, B's panel (128 x 64, 32 KiB: L1) is packed once and swept down all
- * rows of C, the C tiles accumulating over the k blocks. NN reads A in place; TN packs A^T into 6-row panels; NT
- * packs its B^T panels with 16 x 16 in-register transposes.
+ * 4 + 6 loads). Products with C under 2^19 elements take k blocks of at most 128: per
+ * block and per 64-column strip, B's panel (128 x 64, 32 KiB: L1) is packed once and swept
+ * down all rows of C, the C tiles accumulating over the k blocks. Larger NN/TN products pack
+ * B 384 columns by 384 rows at a time (L2) and sweep those strips with each row tile; larger
+ * NT products take k blocks of up to 1024. NN reads A in place; TN packs A^T into 6-row
+ * panels; NT packs its B^T panels with 16 x 16 in-register transposes.
  * Compared with OpenBLAS (bench/gemm_shapes.py), this wins most where one dimension is small,
  * as in training steps (batch 32: forward 0.55-0.65 of OpenBLAS's time, which packs the
- * whole weight matrix per call), and by 0-12% on large NN and TN products, where C is beyond
- * L2 and k blocks grow to 1024.
+ * whole weight matrix per call), and by 0-12% on large products.
  * An optional epilogue for the forward product, C = max(C + bias, 0) (relu) or C + bias, is
  * applied in registers as each tile of C is stored for the last time (NN and TN only).
  * fastnn_sgemm returns 0 when it did not compute C (nor the epilogue): call BLAS instead. */
@@ -28,6 +29,8 @@
 #define FNN_NC (16 * FNN_NV)
 #define FNN_KC 128
 #define FNN_KC_LARGE 1024
+#define FNN_KC_BLOCKED 384
+#define FNN_NB_BLOCKED 384
 /* Where OpenBLAS is faster (bench/gemm_shapes.py): fewer than 4 rows (its GEMV-like paths). */
 #define FNN_MIN_ROWS 4
 
@@ -104,11 +107,11 @@ static inline int fnn_k_block(int k, int limit)
     return (k + blocks - 1) / blocks;
 }
 
-/* The k block of C (m x n) = op(A) op(B): blocks of 128 keep B's panel (128 x 64) in L1; when
+/* The k block of C (m x n) = A B^T: blocks of 128 keep B^T's panel (128 x 64) in L1; when
  * C has 2^19 elements (2 MiB, L2) or more, every k block costs a pass over C from L3, so
- * blocks of up to 1024 (1024 x 2048 x 2048 NT: 136 -> 200 GFLOP/s). A bound of 2^18 sped up
- * 1024 x 512 x 256 NN by 12% but slowed 512 x 512 x 256 TN by 8% (its 256 x 64 panel leaves
- * L1); a bound of 2^12 cost batch-32 products 12%. */
+ * blocks of up to 1024 (1024 x 2048 x 2048 NT: 136 -> 200 GFLOP/s); a bound of 2^12 cost
+ * batch-32 products 12%. The NN/TN blocking of fnn_gemm_b_rows (B's block in L2) did not
+ * speed these up (1024 x 2048 x 2048: 172-177 either way), so NT keeps this simpler one. */
 static inline int fnn_kc_max(int m, int n, int k)
 {
     return fnn_k_block(k, (ptrdiff_t)m * n >= (1 << 19) ? FNN_KC_LARGE : FNN_KC);
@@ -129,17 +132,38 @@ static void fnn_pack_a(float *dst, const float *a, ptrdiff_t lda, int rows, int 
     }
 }
 
-/* C = op(A) B with op(A)[i, p] = a[i rs_a + p cs_a] and B (k x n) row-major. Per k block:
- * op(A) packed into 6-row panels when it is read transposed and reused by several strips
- * (m x kc), then for each 64-column strip, B's panel (kc x 64) packed once and swept down
- * all of C's rows (both buffers on the heap). Returns 0 when a buffer is unavailable. */
+/* The columns of the (at most) 64-column strip starting at column j0 of n; *nv its vectors,
+ * *last the mask of its last vector (columns beyond n off). */
+static inline int fnn_strip(int n, int j0, int *nv, __mmask16 *last)
+{
+    int cols = n - j0 < FNN_NC ? n - j0 : FNN_NC;
+    *nv = (cols + 15) / 16;
+    *last = (__mmask16)(cols % 16 ? (1u << (cols % 16)) - 1u : 0xFFFFu);
+    return cols;
+}
+
+/* C = op(A) B with op(A)[i, p] = a[i rs_a + p cs_a] and B (k x n) row-major. Per k block, B is
+ * packed nb columns at a time (strips of kc x 64, contiguous) and each 6-row tile of op(A)
+ * sweeps those strips; op(A) is packed into 6-row panels when it is read transposed and reused
+ * by several strips (m x kc). Two blockings (bench/gemm_shapes.py, GFLOP/s measured side by
+ * side in a C harness):
+ *   C below 2^19 elements (2 MiB, L2): kc <= 128, nb = 64: the strip's panel (32 KiB) stays in
+ *     L1 for every row of C, and C in L2 across the k blocks;
+ *   larger C: kc <= 384, nb = 384: B's block (576 KiB) in L2, each tile's 6 x 384 of op(A) in
+ *     L1, C passed over k / 384 times. Against the first blocking with k blocks of up to 1024
+ *     (its rule for such C until now): 2048 x 1024 x 2048 TN 159 -> 174-179, 784 x 1024 x 2048
+ *     TN 161 -> 178, 1024 x 2048 x 2048 NN 169-176 -> 177-178. From 2^18 elements it was mixed
+ *     (1024 x 512 x 256 NN 178 -> 206, 784 x 128 x 512 TN 190 -> 177), below that it lost.
+ * Both buffers are on the heap; returns 0 when one is unavailable. */
 static int fnn_gemm_b_rows(int m, int n, int k, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
                            const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
                            const float *bias, int relu)
 {
-    int kc_max = fnn_kc_max(m, n, k);
+    int large = (ptrdiff_t)m * n >= (1 << 19);
+    int kc_max = fnn_k_block(k, large ? FNN_KC_BLOCKED : FNN_KC);
+    int nb = large ? FNN_NB_BLOCKED : FNN_NC;
     int pack_a = rs_a == 1 && cs_a != 1 && n > FNN_NC;
-    float *bpack = aligned_alloc(64, (size_t)kc_max * FNN_NC * sizeof(float));
+    float *bpack = aligned_alloc(64, (size_t)kc_max * nb * sizeof(float));
     /* aligned_alloc wants a size that is a multiple of the alignment: round rows up to 16 */
     float *apack = pack_a ? aligned_alloc(64, (size_t)kc_max * ((m + FNN_MR + 15) / 16 * 16) * sizeof(float)) : NULL;
     if (!bpack || (pack_a && !apack)) {
@@ -149,27 +173,34 @@ static int fnn_gemm_b_rows(int m, int n, int k, const float *a, ptrdiff_t rs_a, 
     }
     for (int p0 = 0; p0 < k; p0 += kc_max) {
         int kc = k - p0 < kc_max ? k - p0 : kc_max;
+        int final = p0 + kc == k;
         if (pack_a)
             fnn_pack_a(apack, a + p0 * cs_a, cs_a, m, kc);
-        for (int j0 = 0; j0 < n; j0 += FNN_NC) {
-            int cols = n - j0 < FNN_NC ? n - j0 : FNN_NC;
-            int nv = (cols + 15) / 16;
-            __mmask16 last = (__mmask16)(cols % 16 ? (1u << (cols % 16)) - 1u : 0xFFFFu);
-            const float *bsrc = b + p0 * ldb + j0;
-            for (int p = 0; p < kc; p++)
-                for (int v = 0; v < nv; v++)
-                    _mm512_store_ps(bpack + p * FNN_NC + 16 * v,
-                                    _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, bsrc + p * ldb + 16 * v));
-            int final = p0 + kc == k;
-            const float *bias_j = final && bias ? bias + j0 : NULL;
+        for (int jb = 0; jb < n; jb += nb) {
+            int jend = n - jb < nb ? n : jb + nb;
+            for (int j0 = jb; j0 < jend; j0 += FNN_NC) {
+                int nv;
+                __mmask16 last;
+                fnn_strip(n, j0, &nv, &last);
+                float *strip = bpack + (ptrdiff_t)(j0 - jb) * kc;
+                const float *bsrc = b + p0 * ldb + j0;
+                for (int p = 0; p < kc; p++)
+                    for (int v = 0; v < nv; v++)
+                        _mm512_store_ps(strip + p * FNN_NC + 16 * v,
+                                        _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, bsrc + p * ldb + 16 * v));
+            }
             for (int i0 = 0; i0 < m; i0 += FNN_MR) {
                 int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
-                if (pack_a)
-                    fnn_tile_any(mr, nv, kc, apack + (ptrdiff_t)i0 * kc, 1, FNN_MR, bpack, FNN_NC,
-                                 c + i0 * ldc + j0, ldc, last, p0 > 0, bias_j, final && relu);
-                else
-                    fnn_tile_any(mr, nv, kc, a + i0 * rs_a + p0 * cs_a, rs_a, cs_a, bpack, FNN_NC,
-                                 c + i0 * ldc + j0, ldc, last, p0 > 0, bias_j, final && relu);
+                const float *a_tile = pack_a ? apack + (ptrdiff_t)i0 * kc : a + i0 * rs_a + p0 * cs_a;
+                ptrdiff_t rs = pack_a ? 1 : rs_a, cs = pack_a ? FNN_MR : cs_a;
+                for (int j0 = jb; j0 < jend; j0 += FNN_NC) {
+                    int nv;
+                    __mmask16 last;
+                    fnn_strip(n, j0, &nv, &last);
+                    fnn_tile_any(mr, nv, kc, a_tile, rs, cs, bpack + (ptrdiff_t)(j0 - jb) * kc, FNN_NC,
+                                 c + i0 * ldc + j0, ldc, last, p0 > 0, final && bias ? bias + j0 : NULL,
+                                 final && relu);
+                }
             }
         }
     }
@@ -231,9 +262,9 @@ static int fnn_gemm_nt(int m, int n, int k, const float *a, ptrdiff_t lda, const
     if (!panel)
         return 0;
     for (int j0 = 0; j0 < n; j0 += FNN_NC) {
-        int cols = n - j0 < FNN_NC ? n - j0 : FNN_NC;
-        int nv = (cols + 15) / 16;
-        __mmask16 last = (__mmask16)(cols % 16 ? (1u << (cols % 16)) - 1u : 0xFFFFu);
+        int nv;
+        __mmask16 last;
+        int cols = fnn_strip(n, j0, &nv, &last);
         for (int p0 = 0; p0 < k; p0 += kc_max) {
             int kc = k - p0 < kc_max ? k - p0 : kc_max;
             fnn_pack_transposed(panel, b + (ptrdiff_t)j0 * ldb + p0, ldb, cols, kc);
