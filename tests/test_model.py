@@ -492,3 +492,14 @@ def test_flat_buffers_and_optimizer_state_are_cache_line_aligned():
     for state in model.optimizer._buffers[0].values():
         assert state.ctypes.data % 64 == 0
     assert len(arrays) == 4
+
+
+def test_layer_workspaces_are_cache_line_aligned():
+    """Activations and their gradients are split between threads by columns at multiples of
+    16; with 64-byte aligned rows no cache line then holds two threads' columns."""
+    model = small_model()
+    model.train_step(*blobs(300))
+    workspaces = [buf for layer in model.layers for buf in layer._workspace.values()]
+    assert workspaces
+    for buf in workspaces:
+        assert buf.ctypes.data % 64 == 0

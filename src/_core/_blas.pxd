@@ -2,7 +2,7 @@
 # else scipy's BLAS (scipy.linalg.cython_blas), float32 and float64.
 from cython cimport floating
 from scipy.linalg.cython_blas cimport sgemm, dgemm
-from ._openmp cimport block_start
+from ._openmp cimport block_start, column_start
 
 
 cdef extern from "sgemm_f32.h":
@@ -92,7 +92,7 @@ cdef inline bint gemm_block(bint ta, bint tb, int M, int N, int K, const floatin
         hi = block_start(M, parts, part + 1)
         return gemm(ta, tb, hi - lo, N, K, 1, A + (lo if ta else <Py_ssize_t>lo * lda), lda, B, ldb,
                     0, C + <Py_ssize_t>lo * ldc, ldc, bias, relu)
-    lo = block_start(N, parts, part)
-    hi = block_start(N, parts, part + 1)
+    lo = column_start(N, parts, part)
+    hi = column_start(N, parts, part + 1)
     return gemm(ta, tb, M, hi - lo, K, 1, A, lda, B + (<Py_ssize_t>lo * ldb if tb else lo), ldb,
                 0, C + lo, ldc, bias + lo if bias != NULL else NULL, relu)

@@ -21,7 +21,7 @@ fixed order, whatever the thread count.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from ._blas cimport MIN_SPLIT, split_rows, gemm_block, gemm_threads
-from ._openmp cimport n_blocks, block_start, flush_denormals, restore_denormals
+from ._openmp cimport n_blocks, block_start, column_start, flush_denormals, restore_denormals, barrier
 from .activations cimport bias_act_n, act_backward_n, RELU, IDENTITY
 
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
@@ -50,8 +50,8 @@ def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floa
                 hi = block_start(n, nb, blk + 1)
                 bias_act_n(z_ptr + <Py_ssize_t>lo * m, &y[lo, 0], &b[0], hi - lo, m, m, kind, <floating>a)
             else:
-                lo = block_start(m, nb, blk)
-                hi = block_start(m, nb, blk + 1)
+                lo = column_start(m, nb, blk)
+                hi = column_start(m, nb, blk + 1)
                 bias_act_n(z_ptr + lo, &y[0, lo], &b[lo], n, hi - lo, m, kind, <floating>a)
         restore_denormals(csr)
 
@@ -99,10 +99,10 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
         csr = flush_denormals()
         # dZ = dY * f'(Z) and db, by column blocks
         for blk in prange(nb_dz, schedule='static'):
-            c0 = block_start(m, nb_dz, blk)
-            c1 = block_start(m, nb_dz, blk + 1)
+            c0 = column_start(m, nb_dz, blk)
+            c1 = column_start(m, nb_dz, blk + 1)
             _dz_and_db(z_ptr, &y[0, 0], &dy[0, 0], db_ptr, n, m, c0, c1, kind, <floating>a)
-        # (implicit barrier: every block of dZ is ready)
+        barrier()    # every block of dZ is ready before either product reads all of it
         if want_dx:
             for blk in prange(nb_dx, schedule='static'):
                 gemm_block(False, True, n, k, m, &dy[0, 0], m, &w[0, 0], m, dx_ptr, k,

@@ -11,7 +11,7 @@ Per-feature sums run over the rows in order, whatever the thread count.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
-from ._openmp cimport n_blocks, block_start
+from ._openmp cimport n_blocks, column_start
 
 cdef Py_ssize_t MIN_COLS = 16
 cdef Py_ssize_t MIN_ROWS = 8
@@ -58,8 +58,8 @@ def batch_norm_forward(const floating[:, ::1] x, const floating[::1] gamma,
     cdef floating* rv = &running_var[0] if running_var is not None else NULL
     cdef int nb = n_blocks(d, n_threads, MIN_COLS)
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
-        c0 = block_start(d, nb, blk)
-        c1 = block_start(d, nb, blk + 1)
+        c0 = column_start(d, nb, blk)
+        c1 = column_start(d, nb, blk + 1)
         _column_stats(&x[0, 0], n, d, c0, c1, eps, &mean[0], &inv_std[0], rm, rv, momentum)
         for i in range(n):
             for j in range(c0, c1):
@@ -76,8 +76,8 @@ def batch_norm_backward(const floating[:, ::1] x, const floating[::1] gamma,
     cdef double xh
     cdef int nb = n_blocks(d, n_threads, MIN_COLS)
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
-        c0 = block_start(d, nb, blk)
-        c1 = block_start(d, nb, blk + 1)
+        c0 = column_start(d, nb, blk)
+        c1 = column_start(d, nb, blk + 1)
         for j in range(c0, c1):
             dgamma[j] = 0
             dbeta[j] = 0
@@ -141,8 +141,8 @@ def group_norm_backward(const floating[:, ::1] x, const floating[::1] gamma,
     cdef int nb = n_blocks(d, n_threads, MIN_COLS)
     cdef int nt = n_blocks(n, n_threads, MIN_ROWS)
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
-        c0 = block_start(d, nb, blk)
-        c1 = block_start(d, nb, blk + 1)
+        c0 = column_start(d, nb, blk)
+        c1 = column_start(d, nb, blk + 1)
         for j in range(c0, c1):
             dgamma[j] = 0
             dbeta[j] = 0
@@ -188,8 +188,8 @@ def prelu_backward(const floating[:, ::1] x, const floating[::1] a, const floati
     cdef Py_ssize_t i, j
     cdef int nb = n_blocks(d, n_threads, MIN_COLS)
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
-        c0 = block_start(d, nb, blk)
-        c1 = block_start(d, nb, blk + 1)
+        c0 = column_start(d, nb, blk)
+        c1 = column_start(d, nb, blk + 1)
         for j in range(c0, c1):
             da[j] = 0
         for i in range(n):

@@ -11,6 +11,7 @@ from ._core import dense as _dense
 from ._core import losses as _losses
 from ._core import norm as _norm
 from ._core import random as _random
+from ._buffers import aligned_zeros
 from ._validation import check_number
 
 __all__ = ["Layer", "Dense", "Activation", "Dropout", "GaussianNoise", "BatchNorm", "LayerNorm",
@@ -137,14 +138,15 @@ class Layer(ABC):
         and reused afterwards.
 
         fit alternates between two batch shapes (full and last partial batch), so a few
-        shapes are kept; beyond _MAX_SHAPES the workspace starts over.
+        shapes are kept; beyond _MAX_SHAPES the workspace starts over. 64-byte aligned, so
+        that threads splitting its rows' columns at multiples of 16 share no cache line.
         """
         key = (name, shape)
         buf = self._workspace.get(key)
         if buf is None:
             if len(self._workspace) >= _MAX_SHAPES:
                 self._workspace.clear()
-            buf = self._workspace[key] = np.empty(shape, dtype=self.dtype if dtype is None else dtype)
+            buf = self._workspace[key] = aligned_zeros(shape, self.dtype if dtype is None else dtype)
         return buf
 
     def describe(self):
