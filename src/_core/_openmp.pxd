@@ -1,3 +1,5 @@
+from cython cimport floating
+
 # Thread helpers that compile with or without OpenMP (without it, one thread).
 cdef extern from *:
     """
@@ -53,6 +55,29 @@ cdef inline Py_ssize_t column_start(Py_ssize_t n_cols, int n_blocks, int block) 
         return n_cols
     c = (block_start(n_cols, n_blocks, block) + 8) // 16 * 16
     return c if c < n_cols else n_cols
+
+
+# Sums over the rows of a row-major array, per column, split between threads by chunks of
+# ROW_CHUNK consecutive rows (each thread's rows contiguous): each chunk sums its rows into
+# its own line of a (n_chunks x d) buffer, then the chunks' sums are added in chunk order.
+# The result is the same on any thread count. Split by columns instead, every thread touches
+# part of every row, which ran 2-4x slower on 2 threads than on 1 (dense layer's dZ pass,
+# 256 x 512: 42 us against 20; by chunks: 14).
+cdef enum:
+    ROW_CHUNK = 64
+
+
+cdef inline void sum_chunks(const floating* partial, floating* out, Py_ssize_t n_chunks, Py_ssize_t d,
+                            Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """out[c] = sum over chunks of partial[chunk * d + c], in chunk order, for c in [c0, c1);
+    out may be partial itself (the sums land in chunk 0's line)."""
+    cdef Py_ssize_t ch, c
+    if out != partial:
+        for c in range(c0, c1):
+            out[c] = partial[c]
+    for ch in range(1, n_chunks):
+        for c in range(c0, c1):
+            out[c] = out[c] + partial[ch * d + c]
 
 
 # Denormal floats (below ~1e-38 in float32) cost x86 CPUs a microcode assist per operation.

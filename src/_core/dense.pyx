@@ -14,7 +14,7 @@ share the smaller operand: a row split makes every thread pack all of the right-
 matrix, a column split all of the left-hand one (measured: splitting the forward GEMM
 by rows cost mnist-256 on 2 threads 29% over OpenBLAS's own threading). The bias and
 activation are applied inside the float32 GEMM for ReLU and identity, else to each block
-right after its GEMM. dZ comes from one pass over dY by blocks of DB_CHUNK rows, each of
+right after its GEMM. dZ comes from one pass over dY by chunks of ROW_CHUNK rows, each of
 which also sums its rows of dZ per column; db adds those chunk sums in chunk order. Every
 element of dW and db is thus summed over the whole batch in one fixed order, whatever the
 thread count.
@@ -23,7 +23,8 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport malloc, free
 from ._blas cimport MIN_SPLIT, split_rows, gemm_block, gemm_threads
-from ._openmp cimport n_blocks, block_start, column_start, flush_denormals, restore_denormals, barrier
+from ._openmp cimport (n_blocks, block_start, column_start, flush_denormals, restore_denormals, barrier,
+                      ROW_CHUNK, sum_chunks)
 from .activations cimport bias_act_n, act_backward_n, RELU, IDENTITY
 
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
@@ -58,12 +59,6 @@ def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floa
         restore_denormals(csr)
 
 
-# Rows per chunk of the dZ pass. Threads take whole chunks (contiguous rows): split by
-# columns instead, each thread touching part of every row, the pass took 2-4x longer on 2
-# threads than on 1 (256 x 512: 30 against 13 us; by rows: 7.5 us).
-cdef Py_ssize_t DB_CHUNK = 64
-
-
 cdef inline void _dz_chunk(const floating* z, const floating* y, floating* dy, floating* colsum,
                            Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t m, int kind, floating a) noexcept nogil:
     """Rows [r0, r1) of dZ = dY * f'(Z) (in place in dY) and colsum[c] = sum_i dZ[i, c] over
@@ -78,17 +73,6 @@ cdef inline void _dz_chunk(const floating* z, const floating* y, floating* dy, f
         if colsum != NULL:
             for c in range(m):
                 colsum[c] = colsum[c] + dy[row + c]
-
-
-cdef inline void _sum_chunks(const floating* colsums, floating* db, Py_ssize_t n_chunks, Py_ssize_t m,
-                             Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """db[c] = sum over chunks of colsums[chunk, c], in chunk order, for c in [c0, c1)."""
-    cdef Py_ssize_t ch, c
-    for c in range(c0, c1):
-        db[c] = colsums[c]
-    for ch in range(1, n_chunks):
-        for c in range(c0, c1):
-            db[c] = db[c] + colsums[ch * m + c]
 
 
 def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
@@ -108,7 +92,7 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
     cdef int nb_dx = n_blocks(n if dx_by_rows else k, threads, MIN_SPLIT)
     cdef int nb_dw = n_blocks(k if dw_by_rows else m, threads, MIN_SPLIT)
     cdef int nb_db = n_blocks(m, threads, MIN_SPLIT)
-    cdef Py_ssize_t n_chunks = (n + DB_CHUNK - 1) // DB_CHUNK
+    cdef Py_ssize_t n_chunks = (n + ROW_CHUNK - 1) // ROW_CHUNK
     cdef int nt = max(nb_db, max(nb_dx, nb_dw))
     cdef unsigned int csr
     cdef floating* dx_ptr = &dx[0, 0] if want_dx else NULL
@@ -125,13 +109,13 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
             # dZ = dY * f'(Z) and each chunk's column sums, by chunks of rows
             for ch in prange(n_chunks, schedule='static'):
                 _dz_chunk(z_ptr, &y[0, 0], &dy[0, 0], colsums + ch * m if colsums != NULL else NULL,
-                          ch * DB_CHUNK, min((ch + 1) * DB_CHUNK, n), m, kind, <floating>a)
+                          ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n), m, kind, <floating>a)
             barrier()    # every chunk of dZ is ready before the products and db read it
             if colsums != NULL:
                 for blk in prange(nb_db, schedule='static'):
                     c0 = column_start(m, nb_db, blk)
                     c1 = column_start(m, nb_db, blk + 1)
-                    _sum_chunks(colsums, db_ptr, n_chunks, m, c0, c1)
+                    sum_chunks(colsums, db_ptr, n_chunks, m, c0, c1)
             if want_dx:
                 for blk in prange(nb_dx, schedule='static'):
                     gemm_block(False, True, n, k, m, &dy[0, 0], m, &w[0, 0], m, dx_ptr, k,

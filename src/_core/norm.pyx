@@ -6,43 +6,41 @@ Forward  x_hat = (x - mean) / sqrt(var + eps),  y = gamma * x_hat + beta,
 Backward with g = dy * gamma and m values per statistic:
          dx = inv_std / m * (m g - sum g - x_hat * sum(g x_hat)),
          dgamma = sum over the batch of dy * x_hat,  dbeta = sum of dy.
-Per-feature sums run over the rows in order, whatever the thread count.
+Batch norm's per-feature sums run over chunks of rows, added in chunk order (_openmp.pxd),
+so they are the same on any thread count.
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport malloc, free
 from libc.math cimport sqrt
-from ._openmp cimport n_blocks, column_start
+from ._openmp cimport n_blocks, column_start, barrier, ROW_CHUNK, sum_chunks
 
 cdef Py_ssize_t MIN_COLS = 16
 cdef Py_ssize_t MIN_ROWS = 8
 
 
-cdef void _column_stats(const floating* x, int n, int d, int c0, int c1, double eps,
-                        double* mean, double* inv_std, floating* running_mean,
-                        floating* running_var, double momentum) noexcept nogil:
-    """Batch mean and 1/sqrt(var + eps) of columns [c0, c1), two-pass; when running_mean is
-    not NULL also running = (1 - momentum) running + momentum * batch, with the unbiased
-    variance for running_var (torch.nn.BatchNorm1d)."""
+cdef void _chunk_sums(const floating* x, const double* center, double* out, Py_ssize_t r0,
+                      Py_ssize_t r1, Py_ssize_t d) noexcept nogil:
+    """out[j] = sum over rows [r0, r1) of x[i, j] (center NULL) or of (x[i, j] - center[j])^2."""
     cdef Py_ssize_t i, j
-    cdef double diff, var
-    for j in range(c0, c1):
-        mean[j] = 0
-        inv_std[j] = 0
-    for i in range(n):
-        for j in range(c0, c1):
-            mean[j] += x[i * d + j]
-    for j in range(c0, c1):
-        mean[j] /= n
-    for i in range(n):
-        for j in range(c0, c1):
-            diff = x[i * d + j] - mean[j]
-            inv_std[j] += diff * diff
-    for j in range(c0, c1):
-        var = inv_std[j] / n                      # biased (1/n) variance normalizes
-        inv_std[j] = 1.0 / sqrt(var + eps)
-        if running_mean != NULL:
-            running_mean[j] = <floating>((1 - momentum) * running_mean[j] + momentum * mean[j])
-            running_var[j] = <floating>((1 - momentum) * running_var[j] + momentum * var * n / (n - 1))
+    cdef double diff
+    for j in range(d):
+        out[j] = 0
+    for i in range(r0, r1):
+        if center == NULL:
+            for j in range(d):
+                out[j] += x[i * d + j]
+        else:
+            for j in range(d):
+                diff = x[i * d + j] - center[j]
+                out[j] += diff * diff
+
+
+cdef double* _chunk_buffer(Py_ssize_t n_chunks, Py_ssize_t d, int lines) except NULL:
+    cdef double* buf = <double*>malloc(n_chunks * d * lines * sizeof(double))
+    if buf == NULL:
+        raise MemoryError("no memory for the per-chunk feature sums")
+    return buf
 
 
 def batch_norm_forward(const floating[:, ::1] x, const floating[::1] gamma,
@@ -51,47 +49,97 @@ def batch_norm_forward(const floating[:, ::1] x, const floating[::1] gamma,
                        floating[::1] running_mean, floating[::1] running_var, double momentum,
                        int n_threads):
     """Training-mode batch norm; writes the batch mean and 1/sqrt(var + eps) per feature and,
-    when running_mean/running_var are given (not None), updates them in the same pass."""
+    when running_mean/running_var are given (not None), updates them with the unbiased
+    variance: running = (1 - momentum) running + momentum * batch (torch.nn.BatchNorm1d).
+    Three passes by chunks of rows (sums, squared deviations, output), the per-feature sums
+    added across chunks by feature blocks."""
     cdef int n = x.shape[0], d = x.shape[1], blk, c0, c1
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i, j, ch, n_chunks = (n + ROW_CHUNK - 1) // ROW_CHUNK
+    cdef double var
     cdef floating* rm = &running_mean[0] if running_mean is not None else NULL
     cdef floating* rv = &running_var[0] if running_var is not None else NULL
     cdef int nb = n_blocks(d, n_threads, MIN_COLS)
-    for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
-        c0 = column_start(d, nb, blk)
-        c1 = column_start(d, nb, blk + 1)
-        _column_stats(&x[0, 0], n, d, c0, c1, eps, &mean[0], &inv_std[0], rm, rv, momentum)
-        for i in range(n):
-            for j in range(c0, c1):
-                y[i, j] = <floating>((x[i, j] - mean[j]) * inv_std[j]) * gamma[j] + beta[j]
+    cdef int nt = max(nb, n_blocks(n_chunks, n_threads, 1))
+    cdef double* sums = _chunk_buffer(n_chunks, d, 1)
+    try:
+        with nogil, parallel(num_threads=nt):
+            for ch in prange(n_chunks, schedule='static'):
+                _chunk_sums(&x[0, 0], NULL, sums + ch * d, ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n), d)
+            barrier()
+            for blk in prange(nb, schedule='static'):
+                c0 = column_start(d, nb, blk)
+                c1 = column_start(d, nb, blk + 1)
+                sum_chunks(sums, &mean[0], n_chunks, d, c0, c1)
+                for j in range(c0, c1):
+                    mean[j] = mean[j] / n
+            barrier()
+            for ch in prange(n_chunks, schedule='static'):
+                _chunk_sums(&x[0, 0], &mean[0], sums + ch * d, ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n), d)
+            barrier()
+            for blk in prange(nb, schedule='static'):
+                c0 = column_start(d, nb, blk)
+                c1 = column_start(d, nb, blk + 1)
+                sum_chunks(sums, &inv_std[0], n_chunks, d, c0, c1)
+                for j in range(c0, c1):
+                    var = inv_std[j] / n                      # biased (1/n) variance normalizes
+                    inv_std[j] = 1.0 / sqrt(var + eps)
+                    if rm != NULL:
+                        rm[j] = <floating>((1 - momentum) * rm[j] + momentum * mean[j])
+                        rv[j] = <floating>((1 - momentum) * rv[j] + momentum * var * n / (n - 1))
+            barrier()
+            for ch in prange(n_chunks, schedule='static'):
+                for i in range(ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n)):
+                    for j in range(d):
+                        y[i, j] = <floating>((x[i, j] - mean[j]) * inv_std[j]) * gamma[j] + beta[j]
+    finally:
+        free(sums)
 
 
 def batch_norm_backward(const floating[:, ::1] x, const floating[::1] gamma,
                         const double[::1] mean, const double[::1] inv_std,
                         const floating[:, ::1] dy, floating[:, ::1] dx,
                         floating[::1] dgamma, floating[::1] dbeta, int n_threads):
-    """Gradients of training-mode batch norm; dx may alias dy."""
+    """Gradients of training-mode batch norm; dx may alias dy. sum dy and sum dy x_hat per
+    feature by chunks of rows (added across chunks in chunk order), then dx by chunks."""
     cdef int n = x.shape[0], d = x.shape[1], blk, c0, c1
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i, j, ch, n_chunks = (n + ROW_CHUNK - 1) // ROW_CHUNK
     cdef double xh
+    cdef double* sb
+    cdef double* sg
     cdef int nb = n_blocks(d, n_threads, MIN_COLS)
-    for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
-        c0 = column_start(d, nb, blk)
-        c1 = column_start(d, nb, blk + 1)
-        for j in range(c0, c1):
-            dgamma[j] = 0
-            dbeta[j] = 0
-        for i in range(n):
-            for j in range(c0, c1):
-                xh = (x[i, j] - mean[j]) * inv_std[j]
-                dbeta[j] = dbeta[j] + dy[i, j]
-                dgamma[j] = dgamma[j] + <floating>(dy[i, j] * xh)
-        for i in range(n):
-            for j in range(c0, c1):
-                xh = (x[i, j] - mean[j]) * inv_std[j]
-                # sum g = gamma * dbeta, sum g x_hat = gamma * dgamma
-                dx[i, j] = <floating>(gamma[j] * inv_std[j] / n
-                                      * (n * dy[i, j] - dbeta[j] - xh * dgamma[j]))
+    cdef int nt = max(nb, n_blocks(n_chunks, n_threads, 1))
+    cdef double* sums = _chunk_buffer(n_chunks, d, 2)    # sum dy | sum dy x_hat
+    sb = sums
+    sg = sums + n_chunks * d
+    try:
+        with nogil, parallel(num_threads=nt):
+            for ch in prange(n_chunks, schedule='static'):
+                for j in range(d):
+                    sb[ch * d + j] = 0
+                    sg[ch * d + j] = 0
+                for i in range(ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n)):
+                    for j in range(d):
+                        xh = (x[i, j] - mean[j]) * inv_std[j]
+                        sb[ch * d + j] += dy[i, j]
+                        sg[ch * d + j] += dy[i, j] * xh
+            barrier()
+            for blk in prange(nb, schedule='static'):
+                c0 = column_start(d, nb, blk)
+                c1 = column_start(d, nb, blk + 1)
+                sum_chunks(sb, sb, n_chunks, d, c0, c1)
+                sum_chunks(sg, sg, n_chunks, d, c0, c1)
+                for j in range(c0, c1):
+                    dbeta[j] = <floating>sb[j]
+                    dgamma[j] = <floating>sg[j]
+            barrier()
+            for ch in prange(n_chunks, schedule='static'):
+                for i in range(ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n)):
+                    for j in range(d):
+                        xh = (x[i, j] - mean[j]) * inv_std[j]
+                        # sum g = gamma * sum dy, sum g x_hat = gamma * sum dy x_hat
+                        dx[i, j] = <floating>(gamma[j] * inv_std[j] / n * (n * dy[i, j] - sb[j] - xh * sg[j]))
+    finally:
+        free(sums)
 
 
 def scale_shift(const floating[:, ::1] x, const floating[::1] a, const floating[::1] b,
