@@ -181,43 +181,53 @@ def group_norm_backward(const floating[:, ::1] x, const floating[::1] gamma,
                         const double[:, ::1] mean, const double[:, ::1] inv_std,
                         floating[:, ::1] dy, floating[:, ::1] dx,
                         floating[::1] dgamma, floating[::1] dbeta, int groups, int n_threads):
-    """Gradients of group norm. dgamma/dbeta first (parallel over features, rows in order),
-    then dx (parallel over rows); dx may alias dy."""
+    """Gradients of group norm; dx may alias dy. One pass by chunks of rows computes dx and
+    each chunk's per-feature sums of dy and dy x_hat; dgamma and dbeta add those in chunk
+    order."""
     cdef int n = x.shape[0], d = x.shape[1], m = d // groups, blk, c0, c1
-    cdef Py_ssize_t i, j, g, lo, hi
-    cdef double xh, sg, sgx, gj, mu, s
+    cdef Py_ssize_t i, j, g, lo, ch, n_chunks = (n + ROW_CHUNK - 1) // ROW_CHUNK
+    cdef double xh, sg, sgx, dyij, mu, s
+    cdef double* sb
+    cdef double* sgm
     cdef int nb = n_blocks(d, n_threads, MIN_COLS)
-    cdef int nt = n_blocks(n, n_threads, MIN_ROWS)
-    for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
-        c0 = column_start(d, nb, blk)
-        c1 = column_start(d, nb, blk + 1)
-        for j in range(c0, c1):
-            dgamma[j] = 0
-            dbeta[j] = 0
-        for i in range(n):
-            g = c0 // m
-            while g * m < c1:   # the groups this block of features overlaps
-                lo = max(c0, g * m)
-                hi = min(c1, g * m + m)
-                mu = mean[i, g]
-                s = inv_std[i, g]
-                for j in range(lo, hi):
-                    dbeta[j] = dbeta[j] + dy[i, j]
-                    dgamma[j] = dgamma[j] + <floating>(dy[i, j] * ((x[i, j] - mu) * s))
-                g = g + 1
-    for i in prange(n, nogil=True, schedule='static', num_threads=nt):
-        for g in range(groups):
-            lo = g * m
-            sg = 0
-            sgx = 0
-            for j in range(lo, lo + m):
-                gj = dy[i, j] * gamma[j]
-                xh = (x[i, j] - mean[i, g]) * inv_std[i, g]
-                sg = sg + gj
-                sgx = sgx + gj * xh
-            for j in range(lo, lo + m):
-                xh = (x[i, j] - mean[i, g]) * inv_std[i, g]
-                dx[i, j] = <floating>(inv_std[i, g] / m * (m * dy[i, j] * gamma[j] - sg - xh * sgx))
+    cdef int nt = max(nb, n_blocks(n_chunks, n_threads, 1))
+    cdef double* sums = _chunk_buffer(n_chunks, d, 2)    # sum dy | sum dy x_hat
+    sb = sums
+    sgm = sums + n_chunks * d
+    try:
+        with nogil, parallel(num_threads=nt):
+            for ch in prange(n_chunks, schedule='static'):
+                for j in range(d):
+                    sb[ch * d + j] = 0
+                    sgm[ch * d + j] = 0
+                for i in range(ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n)):
+                    for g in range(groups):
+                        lo = g * m
+                        mu = mean[i, g]
+                        s = inv_std[i, g]
+                        sg = 0
+                        sgx = 0
+                        for j in range(lo, lo + m):
+                            xh = (x[i, j] - mu) * s
+                            sg = sg + dy[i, j] * gamma[j]
+                            sgx = sgx + dy[i, j] * gamma[j] * xh
+                        for j in range(lo, lo + m):
+                            xh = (x[i, j] - mu) * s
+                            dyij = dy[i, j]
+                            sb[ch * d + j] += dyij
+                            sgm[ch * d + j] += dyij * xh
+                            dx[i, j] = <floating>(s / m * (m * dyij * gamma[j] - sg - xh * sgx))
+            barrier()
+            for blk in prange(nb, schedule='static'):
+                c0 = column_start(d, nb, blk)
+                c1 = column_start(d, nb, blk + 1)
+                sum_chunks(sb, sb, n_chunks, d, c0, c1)
+                sum_chunks(sgm, sgm, n_chunks, d, c0, c1)
+                for j in range(c0, c1):
+                    dbeta[j] = <floating>sb[j]
+                    dgamma[j] = <floating>sgm[j]
+    finally:
+        free(sums)
 
 
 def prelu_forward(const floating[:, ::1] x, const floating[::1] a, floating[:, ::1] y, int n_threads):
@@ -231,19 +241,29 @@ def prelu_forward(const floating[:, ::1] x, const floating[::1] a, floating[:, :
 
 def prelu_backward(const floating[:, ::1] x, const floating[::1] a, const floating[:, ::1] dy,
                    floating[:, ::1] dx, floating[::1] da, int n_threads):
-    """da_j = sum_i dy * x [x <= 0] (rows in order); dx = dy if x > 0 else a_j dy (may alias dy)."""
+    """da_j = sum_i dy * x [x <= 0] (by chunks of rows, added in chunk order);
+    dx = dy if x > 0 else a_j dy (may alias dy)."""
     cdef int n = x.shape[0], d = x.shape[1], blk, c0, c1
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i, j, ch, n_chunks = (n + ROW_CHUNK - 1) // ROW_CHUNK
     cdef int nb = n_blocks(d, n_threads, MIN_COLS)
-    for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
-        c0 = column_start(d, nb, blk)
-        c1 = column_start(d, nb, blk + 1)
-        for j in range(c0, c1):
-            da[j] = 0
-        for i in range(n):
-            for j in range(c0, c1):
-                if x[i, j] <= 0:
-                    da[j] = da[j] + dy[i, j] * x[i, j]
-                    dx[i, j] = a[j] * dy[i, j]
-                else:
-                    dx[i, j] = dy[i, j]
+    cdef int nt = max(nb, n_blocks(n_chunks, n_threads, 1))
+    cdef double* sums = _chunk_buffer(n_chunks, d, 1)
+    try:
+        with nogil, parallel(num_threads=nt):
+            for ch in prange(n_chunks, schedule='static'):
+                for j in range(d):
+                    sums[ch * d + j] = 0
+                for i in range(ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n)):
+                    for j in range(d):    # x [x <= 0] = min(x, 0); the sums before dx may overwrite dy
+                        sums[ch * d + j] += dy[i, j] * (x[i, j] if x[i, j] < 0 else 0)
+                    for j in range(d):
+                        dx[i, j] = dy[i, j] * (a[j] if x[i, j] <= 0 else 1)
+            barrier()
+            for blk in prange(nb, schedule='static'):
+                c0 = column_start(d, nb, blk)
+                c1 = column_start(d, nb, blk + 1)
+                sum_chunks(sums, sums, n_chunks, d, c0, c1)
+                for j in range(c0, c1):
+                    da[j] = <floating>sums[j]
+    finally:
+        free(sums)
