@@ -6,8 +6,9 @@ Forward  x_hat = (x - mean) / sqrt(var + eps),  y = gamma * x_hat + beta,
 Backward with g = dy * gamma and m values per statistic:
          dx = inv_std / m * (m g - sum g - x_hat * sum(g x_hat)),
          dgamma = sum over the batch of dy * x_hat,  dbeta = sum of dy.
-Batch norm's per-feature sums run over chunks of rows, added in chunk order (_openmp.pxd),
-so they are the same on any thread count.
+Sums over the batch per feature (batch norm's statistics, dgamma, dbeta, PReLU's slope
+gradient) run over chunks of rows, added in chunk order (_openmp.pxd): each thread works on
+whole rows, and the sums are the same on any thread count.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
