@@ -44,6 +44,15 @@ cdef double* _chunk_buffer(Py_ssize_t n_chunks, Py_ssize_t d, int lines) except 
     return buf
 
 
+cdef inline void _store_sums(double* sums, floating* out, Py_ssize_t n_chunks, Py_ssize_t d,
+                             Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """out[c] = the chunks' sums[chunk, c] added in chunk order, for c in [c0, c1)."""
+    cdef Py_ssize_t c
+    sum_chunks(sums, sums, n_chunks, d, c0, c1)
+    for c in range(c0, c1):
+        out[c] = <floating>sums[c]
+
+
 def batch_norm_forward(const floating[:, ::1] x, const floating[::1] gamma,
                        const floating[::1] beta, floating[:, ::1] y,
                        double[::1] mean, double[::1] inv_std, double eps,
@@ -127,11 +136,8 @@ def batch_norm_backward(const floating[:, ::1] x, const floating[::1] gamma,
             for blk in prange(nb, schedule='static'):
                 c0 = column_start(d, nb, blk)
                 c1 = column_start(d, nb, blk + 1)
-                sum_chunks(sb, sb, n_chunks, d, c0, c1)
-                sum_chunks(sg, sg, n_chunks, d, c0, c1)
-                for j in range(c0, c1):
-                    dbeta[j] = <floating>sb[j]
-                    dgamma[j] = <floating>sg[j]
+                _store_sums(sb, &dbeta[0], n_chunks, d, c0, c1)
+                _store_sums(sg, &dgamma[0], n_chunks, d, c0, c1)
             barrier()
             for ch in prange(n_chunks, schedule='static'):
                 for i in range(ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n)):
@@ -222,11 +228,8 @@ def group_norm_backward(const floating[:, ::1] x, const floating[::1] gamma,
             for blk in prange(nb, schedule='static'):
                 c0 = column_start(d, nb, blk)
                 c1 = column_start(d, nb, blk + 1)
-                sum_chunks(sb, sb, n_chunks, d, c0, c1)
-                sum_chunks(sgm, sgm, n_chunks, d, c0, c1)
-                for j in range(c0, c1):
-                    dbeta[j] = <floating>sb[j]
-                    dgamma[j] = <floating>sgm[j]
+                _store_sums(sb, &dbeta[0], n_chunks, d, c0, c1)
+                _store_sums(sgm, &dgamma[0], n_chunks, d, c0, c1)
     finally:
         free(sums)
 
@@ -263,8 +266,6 @@ def prelu_backward(const floating[:, ::1] x, const floating[::1] a, const floati
             for blk in prange(nb, schedule='static'):
                 c0 = column_start(d, nb, blk)
                 c1 = column_start(d, nb, blk + 1)
-                sum_chunks(sums, sums, n_chunks, d, c0, c1)
-                for j in range(c0, c1):
-                    da[j] = <floating>sums[j]
+                _store_sums(sums, &da[0], n_chunks, d, c0, c1)
     finally:
         free(sums)
