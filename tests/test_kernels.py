@@ -163,9 +163,10 @@ def test_dense_backward_without_input_gradient(dtype):
 
 
 @pytest.mark.parametrize("batch,n_in,n_out", [(300, 160, 90), (40, 160, 700)])
-def test_dense_two_threads_equal_one_thread(batch, n_in, n_out, dtype):
+def test_dense_thread_counts_agree(batch, n_in, n_out, dtype):
     """Row splits (300 x 160 -> 90) and column splits (40 x 160 -> 700), each product above the
-    flops worth a second thread: no sum changes its order, 1 and 2 threads agree."""
+    flops worth a second thread: no sum changes its order, 1, 2 and 3 threads agree (3: the
+    column blocks' starts rounded to multiples of 16, the bias gradient's row chunks)."""
     from fastnn._core import parallel
 
     rng = np.random.default_rng(4)
@@ -174,7 +175,7 @@ def test_dense_two_threads_equal_one_thread(batch, n_in, n_out, dtype):
     b = rng.standard_normal(n_out).astype(dtype)
     dy_in = rng.standard_normal((batch, n_out)).astype(dtype)
     outs = []
-    for threads in (1, 2):
+    for threads in (1, 2, 3):
         z = np.empty((batch, n_out), dtype)
         y = np.empty_like(z)
         dense.dense_forward(x, W, b, None, y, kind("relu"), 0.0, threads)
@@ -183,9 +184,10 @@ def test_dense_two_threads_equal_one_thread(batch, n_in, n_out, dtype):
         dW, db, dx = np.empty_like(W), np.empty_like(b), np.empty_like(x)
         dense.dense_backward(x, W, z, y, dy, dW, db, dx, kind("relu"), 0.0, threads)
         outs.append((y, dW, db, dx))
-    for one, two in zip(*outs):
-        np.testing.assert_allclose(one, two, rtol=RTOL[dtype] * 10, atol=RTOL[dtype] * 10)
-    np.testing.assert_array_equal(outs[0][2], outs[1][2])  # db: same per-column order
+    for other in outs[1:]:
+        for one, many in zip(outs[0], other):
+            np.testing.assert_allclose(one, many, rtol=RTOL[dtype] * 10, atol=RTOL[dtype] * 10)
+        np.testing.assert_array_equal(outs[0][2], other[2])  # db: same chunks, same order
     if parallel.threads_used(2) == 2:   # (not in a build without OpenMP)
         assert _blas.threads_for(batch, n_in, n_out, 2) == 2
 

@@ -263,3 +263,36 @@ def test_batchnorm_rejects_a_single_sample_in_training():
     with pytest.raises(ValueError, match="last batch of 1 sample"):
         model.fit(np.ones((9, 5)), np.arange(9) % 3, batch_size=4, verbose=0)
     assert model.predict(np.ones((1, 5))).shape == (1, 3)   # inference is fine
+
+
+def test_norm_kernels_agree_across_thread_counts(dtype):
+    """Per-feature sums over the batch run by fixed chunks of rows, added in chunk order:
+    1, 2 and 3 threads give the same bits (200 rows: four chunks, the last partial)."""
+    rng = np.random.default_rng(11)
+    n, d, groups = 200, 100, 4
+    x = (rng.standard_normal((n, d)) * 2 + 1).astype(dtype)
+    dy = rng.standard_normal((n, d)).astype(dtype)
+    gamma, beta = rng.standard_normal(d).astype(dtype), rng.standard_normal(d).astype(dtype)
+    slope = np.full(d, 0.25, dtype)
+    results = []
+    for threads in (1, 2, 3):
+        out = {}
+        y, mean, inv_std = np.empty_like(x), np.empty(d), np.empty(d)
+        running = np.zeros(d, dtype), np.ones(d, dtype)
+        norm.batch_norm_forward(x, gamma, beta, y, mean, inv_std, 1e-5, *running, 0.1, threads)
+        dx, dgamma, dbeta = np.empty_like(x), np.empty_like(gamma), np.empty_like(beta)
+        norm.batch_norm_backward(x, gamma, mean, inv_std, dy, dx, dgamma, dbeta, threads)
+        out["bn"] = (y, mean, inv_std, *running, dx, dgamma, dbeta)
+        y, mean, inv_std = np.empty_like(x), np.empty((n, groups)), np.empty((n, groups))
+        norm.group_norm_forward(x, gamma, beta, y, mean, inv_std, groups, 1e-5, threads)
+        dx, dgamma, dbeta = dy.copy(), np.empty_like(gamma), np.empty_like(beta)
+        norm.group_norm_backward(x, gamma, mean, inv_std, dx, dx, dgamma, dbeta, groups, threads)
+        out["gn"] = (y, dx, dgamma, dbeta)
+        dx, dslope = np.empty_like(x), np.empty_like(slope)
+        norm.prelu_backward(x, slope, dy, dx, dslope, threads)
+        out["prelu"] = (dx, dslope)
+        results.append(out)
+    for other in results[1:]:
+        for kernel, arrays in results[0].items():
+            for one, many in zip(arrays, other[kernel]):
+                np.testing.assert_array_equal(one, many, err_msg=kernel)
