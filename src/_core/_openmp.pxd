@@ -47,9 +47,10 @@ cdef inline Py_ssize_t block_start(Py_ssize_t n_items, int n_blocks, int block) 
 cdef inline Py_ssize_t column_start(Py_ssize_t n_cols, int n_blocks, int block) noexcept nogil:
     """First column of block `block` when a row-major array's n_cols columns are split over
     threads: block_start rounded to a multiple of 16 (one 64-byte line of float32), so that
-    with 64-byte aligned rows no cache line holds columns of two threads. Otherwise every row
-    has one line both threads write: the 2-thread dZ pass of a 256 x 512 layer took 2x its
-    1-thread time, 46 against 23 us. Blocks of 16 columns or more stay nonempty."""
+    with 64-byte aligned rows no cache line holds columns of two threads (with NumPy's 16-byte
+    alignment every row had one line both threads wrote; together with aligned workspaces the
+    2-thread mnist-256 forward pass went from 0.05-0.12 to 0.01-0.03 ms over its products).
+    Blocks of 16 columns or more stay nonempty."""
     cdef Py_ssize_t c
     if block >= n_blocks:
         return n_cols
