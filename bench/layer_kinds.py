@@ -10,12 +10,11 @@ both alike) and each ratio is the median of the per-round ratios.
 """
 import argparse
 import statistics
-import time
 
 import numpy as np
 
 import fastnn as fnn
-from common import TORCH_ACTIVATIONS
+from common import TORCH_ACTIVATIONS, per_round
 
 SIZES = [784, 512, 512, 10]
 
@@ -65,18 +64,6 @@ def steps(ours, theirs, X, y):
         loss_fn(net(Xt), yt).backward()
         opt.step()
     return (lambda: model.train_step(X, y)), torch_step
-
-
-def per_round(fns, rounds, calls):
-    """Seconds per call of each function, round by round, the functions taking turns."""
-    times = [[] for _ in fns]
-    for _ in range(rounds):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            times[i].append((time.perf_counter() - t0) / calls)
-    return times
 
 
 def main(argv=None):
