@@ -68,6 +68,17 @@ cdef enum:
     ROW_CHUNK = 64
 
 
+cdef inline Py_ssize_t chunk_count(Py_ssize_t n_rows) noexcept nogil:
+    """Chunks of ROW_CHUNK rows covering n_rows (the last one may be partial)."""
+    return (n_rows + ROW_CHUNK - 1) // ROW_CHUNK
+
+
+cdef inline Py_ssize_t chunk_end(Py_ssize_t n_rows, Py_ssize_t chunk) noexcept nogil:
+    """One past the last row of chunk `chunk`, whose first row is chunk * ROW_CHUNK."""
+    cdef Py_ssize_t end = (chunk + 1) * ROW_CHUNK
+    return end if end < n_rows else n_rows
+
+
 cdef inline void sum_chunks(const floating* partial, floating* out, Py_ssize_t n_chunks, Py_ssize_t d,
                             Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     """out[c] = sum over chunks of partial[chunk * d + c], in chunk order, for c in [c0, c1);

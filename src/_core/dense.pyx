@@ -24,7 +24,7 @@ from cython.parallel cimport parallel, prange
 from libc.stdlib cimport malloc, free
 from ._blas cimport MIN_SPLIT, split_rows, gemm_block, gemm_threads
 from ._openmp cimport (n_blocks, block_start, column_start, flush_denormals, restore_denormals, barrier,
-                      ROW_CHUNK, sum_chunks)
+                      ROW_CHUNK, chunk_count, chunk_end, sum_chunks)
 from .activations cimport bias_act_n, act_backward_n, RELU, IDENTITY
 
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
@@ -92,7 +92,7 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
     cdef int nb_dx = n_blocks(n if dx_by_rows else k, threads, MIN_SPLIT)
     cdef int nb_dw = n_blocks(k if dw_by_rows else m, threads, MIN_SPLIT)
     cdef int nb_db = n_blocks(m, threads, MIN_SPLIT)
-    cdef Py_ssize_t n_chunks = (n + ROW_CHUNK - 1) // ROW_CHUNK
+    cdef Py_ssize_t n_chunks = chunk_count(n)
     cdef int nt = max(nb_db, max(nb_dx, nb_dw))
     cdef unsigned int csr
     cdef floating* dx_ptr = &dx[0, 0] if want_dx else NULL
@@ -109,7 +109,7 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
             # dZ = dY * f'(Z) and each chunk's column sums, by chunks of rows
             for ch in prange(n_chunks, schedule='static'):
                 _dz_chunk(z_ptr, &y[0, 0], &dy[0, 0], colsums + ch * m if colsums != NULL else NULL,
-                          ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n), m, kind, <floating>a)
+                          ch * ROW_CHUNK, chunk_end(n, ch), m, kind, <floating>a)
             barrier()    # every chunk of dZ is ready before the products and db read it
             if colsums != NULL:
                 for blk in prange(nb_db, schedule='static'):

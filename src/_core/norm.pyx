@@ -12,9 +12,9 @@ whole rows, and the sums are the same on any thread count.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, free
 from libc.math cimport sqrt
-from ._openmp cimport n_blocks, column_start, barrier, ROW_CHUNK, sum_chunks
+from ._openmp cimport n_blocks, column_start, barrier, ROW_CHUNK, chunk_count, chunk_end, sum_chunks
 
 cdef Py_ssize_t MIN_COLS = 16
 cdef Py_ssize_t MIN_ROWS = 8
@@ -38,16 +38,23 @@ cdef void _chunk_sums(const floating* x, const double* center, double* out, Py_s
 
 
 cdef double* _chunk_buffer(Py_ssize_t n_chunks, Py_ssize_t d, int lines) except NULL:
-    cdef double* buf = <double*>malloc(n_chunks * d * lines * sizeof(double))
+    """`lines` zeroed (n_chunks x d) buffers of per-chunk feature sums, one after the other."""
+    cdef double* buf = <double*>calloc(n_chunks * d * lines, sizeof(double))
     if buf == NULL:
         raise MemoryError("no memory for the per-chunk feature sums")
     return buf
 
 
+cdef inline int _team(Py_ssize_t n_chunks, int nb, int n_threads) noexcept nogil:
+    """Threads for a kernel whose passes run over n_chunks row chunks and nb feature blocks."""
+    return max(nb, n_blocks(n_chunks, n_threads, 1))
+
+
 cdef inline void _store_sums(double* sums, floating* out, Py_ssize_t n_chunks, Py_ssize_t d,
-                             Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """out[c] = the chunks' sums[chunk, c] added in chunk order, for c in [c0, c1)."""
-    cdef Py_ssize_t c
+                             int nb, int blk) noexcept nogil:
+    """out[c] = the chunks' sums[chunk, c] added in chunk order, for the columns c of feature
+    block blk of nb."""
+    cdef Py_ssize_t c, c0 = column_start(d, nb, blk), c1 = column_start(d, nb, blk + 1)
     sum_chunks(sums, sums, n_chunks, d, c0, c1)
     for c in range(c0, c1):
         out[c] = <floating>sums[c]
@@ -64,17 +71,17 @@ def batch_norm_forward(const floating[:, ::1] x, const floating[::1] gamma,
     Three passes by chunks of rows (sums, squared deviations, output), the per-feature sums
     added across chunks by feature blocks."""
     cdef int n = x.shape[0], d = x.shape[1], blk, c0, c1
-    cdef Py_ssize_t i, j, ch, n_chunks = (n + ROW_CHUNK - 1) // ROW_CHUNK
+    cdef Py_ssize_t i, j, ch, n_chunks = chunk_count(n)
     cdef double var
     cdef floating* rm = &running_mean[0] if running_mean is not None else NULL
     cdef floating* rv = &running_var[0] if running_var is not None else NULL
     cdef int nb = n_blocks(d, n_threads, MIN_COLS)
-    cdef int nt = max(nb, n_blocks(n_chunks, n_threads, 1))
+    cdef int nt = _team(n_chunks, nb, n_threads)
     cdef double* sums = _chunk_buffer(n_chunks, d, 1)
     try:
         with nogil, parallel(num_threads=nt):
             for ch in prange(n_chunks, schedule='static'):
-                _chunk_sums(&x[0, 0], NULL, sums + ch * d, ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n), d)
+                _chunk_sums(&x[0, 0], NULL, sums + ch * d, ch * ROW_CHUNK, chunk_end(n, ch), d)
             barrier()
             for blk in prange(nb, schedule='static'):
                 c0 = column_start(d, nb, blk)
@@ -84,7 +91,7 @@ def batch_norm_forward(const floating[:, ::1] x, const floating[::1] gamma,
                     mean[j] = mean[j] / n
             barrier()
             for ch in prange(n_chunks, schedule='static'):
-                _chunk_sums(&x[0, 0], &mean[0], sums + ch * d, ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n), d)
+                _chunk_sums(&x[0, 0], &mean[0], sums + ch * d, ch * ROW_CHUNK, chunk_end(n, ch), d)
             barrier()
             for blk in prange(nb, schedule='static'):
                 c0 = column_start(d, nb, blk)
@@ -98,7 +105,7 @@ def batch_norm_forward(const floating[:, ::1] x, const floating[::1] gamma,
                         rv[j] = <floating>((1 - momentum) * rv[j] + momentum * var * n / (n - 1))
             barrier()
             for ch in prange(n_chunks, schedule='static'):
-                for i in range(ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n)):
+                for i in range(ch * ROW_CHUNK, chunk_end(n, ch)):
                     for j in range(d):
                         y[i, j] = <floating>((x[i, j] - mean[j]) * inv_std[j]) * gamma[j] + beta[j]
     finally:
@@ -111,36 +118,31 @@ def batch_norm_backward(const floating[:, ::1] x, const floating[::1] gamma,
                         floating[::1] dgamma, floating[::1] dbeta, int n_threads):
     """Gradients of training-mode batch norm; dx may alias dy. sum dy and sum dy x_hat per
     feature by chunks of rows (added across chunks in chunk order), then dx by chunks."""
-    cdef int n = x.shape[0], d = x.shape[1], blk, c0, c1
-    cdef Py_ssize_t i, j, ch, n_chunks = (n + ROW_CHUNK - 1) // ROW_CHUNK
+    cdef int n = x.shape[0], d = x.shape[1], blk
+    cdef Py_ssize_t i, j, ch, n_chunks = chunk_count(n)
     cdef double xh
     cdef double* sb
     cdef double* sg
     cdef int nb = n_blocks(d, n_threads, MIN_COLS)
-    cdef int nt = max(nb, n_blocks(n_chunks, n_threads, 1))
+    cdef int nt = _team(n_chunks, nb, n_threads)
     cdef double* sums = _chunk_buffer(n_chunks, d, 2)    # sum dy | sum dy x_hat
     sb = sums
     sg = sums + n_chunks * d
     try:
         with nogil, parallel(num_threads=nt):
             for ch in prange(n_chunks, schedule='static'):
-                for j in range(d):
-                    sb[ch * d + j] = 0
-                    sg[ch * d + j] = 0
-                for i in range(ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n)):
+                for i in range(ch * ROW_CHUNK, chunk_end(n, ch)):
                     for j in range(d):
                         xh = (x[i, j] - mean[j]) * inv_std[j]
                         sb[ch * d + j] += dy[i, j]
                         sg[ch * d + j] += dy[i, j] * xh
             barrier()
             for blk in prange(nb, schedule='static'):
-                c0 = column_start(d, nb, blk)
-                c1 = column_start(d, nb, blk + 1)
-                _store_sums(sb, &dbeta[0], n_chunks, d, c0, c1)
-                _store_sums(sg, &dgamma[0], n_chunks, d, c0, c1)
+                _store_sums(sb, &dbeta[0], n_chunks, d, nb, blk)
+                _store_sums(sg, &dgamma[0], n_chunks, d, nb, blk)
             barrier()
             for ch in prange(n_chunks, schedule='static'):
-                for i in range(ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n)):
+                for i in range(ch * ROW_CHUNK, chunk_end(n, ch)):
                     for j in range(d):
                         xh = (x[i, j] - mean[j]) * inv_std[j]
                         # sum g = gamma * sum dy, sum g x_hat = gamma * sum dy x_hat
@@ -191,23 +193,20 @@ def group_norm_backward(const floating[:, ::1] x, const floating[::1] gamma,
     """Gradients of group norm; dx may alias dy. One pass by chunks of rows computes dx and
     each chunk's per-feature sums of dy and dy x_hat; dgamma and dbeta add those in chunk
     order."""
-    cdef int n = x.shape[0], d = x.shape[1], m = d // groups, blk, c0, c1
-    cdef Py_ssize_t i, j, g, lo, ch, n_chunks = (n + ROW_CHUNK - 1) // ROW_CHUNK
+    cdef int n = x.shape[0], d = x.shape[1], m = d // groups, blk
+    cdef Py_ssize_t i, j, g, lo, ch, n_chunks = chunk_count(n)
     cdef double xh, sg, sgx, dyij, mu, s
     cdef double* sb
     cdef double* sgm
     cdef int nb = n_blocks(d, n_threads, MIN_COLS)
-    cdef int nt = max(nb, n_blocks(n_chunks, n_threads, 1))
+    cdef int nt = _team(n_chunks, nb, n_threads)
     cdef double* sums = _chunk_buffer(n_chunks, d, 2)    # sum dy | sum dy x_hat
     sb = sums
     sgm = sums + n_chunks * d
     try:
         with nogil, parallel(num_threads=nt):
             for ch in prange(n_chunks, schedule='static'):
-                for j in range(d):
-                    sb[ch * d + j] = 0
-                    sgm[ch * d + j] = 0
-                for i in range(ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n)):
+                for i in range(ch * ROW_CHUNK, chunk_end(n, ch)):
                     for g in range(groups):
                         lo = g * m
                         mu = mean[i, g]
@@ -226,10 +225,8 @@ def group_norm_backward(const floating[:, ::1] x, const floating[::1] gamma,
                             dx[i, j] = <floating>(s / m * (m * dyij * gamma[j] - sg - xh * sgx))
             barrier()
             for blk in prange(nb, schedule='static'):
-                c0 = column_start(d, nb, blk)
-                c1 = column_start(d, nb, blk + 1)
-                _store_sums(sb, &dbeta[0], n_chunks, d, c0, c1)
-                _store_sums(sgm, &dgamma[0], n_chunks, d, c0, c1)
+                _store_sums(sb, &dbeta[0], n_chunks, d, nb, blk)
+                _store_sums(sgm, &dgamma[0], n_chunks, d, nb, blk)
     finally:
         free(sums)
 
@@ -247,25 +244,21 @@ def prelu_backward(const floating[:, ::1] x, const floating[::1] a, const floati
                    floating[:, ::1] dx, floating[::1] da, int n_threads):
     """da_j = sum_i dy * x [x <= 0] (by chunks of rows, added in chunk order);
     dx = dy if x > 0 else a_j dy (may alias dy)."""
-    cdef int n = x.shape[0], d = x.shape[1], blk, c0, c1
-    cdef Py_ssize_t i, j, ch, n_chunks = (n + ROW_CHUNK - 1) // ROW_CHUNK
+    cdef int n = x.shape[0], d = x.shape[1], blk
+    cdef Py_ssize_t i, j, ch, n_chunks = chunk_count(n)
     cdef int nb = n_blocks(d, n_threads, MIN_COLS)
-    cdef int nt = max(nb, n_blocks(n_chunks, n_threads, 1))
+    cdef int nt = _team(n_chunks, nb, n_threads)
     cdef double* sums = _chunk_buffer(n_chunks, d, 1)
     try:
         with nogil, parallel(num_threads=nt):
             for ch in prange(n_chunks, schedule='static'):
-                for j in range(d):
-                    sums[ch * d + j] = 0
-                for i in range(ch * ROW_CHUNK, min((ch + 1) * ROW_CHUNK, n)):
+                for i in range(ch * ROW_CHUNK, chunk_end(n, ch)):
                     for j in range(d):    # x [x <= 0] = min(x, 0); the sums before dx may overwrite dy
                         sums[ch * d + j] += dy[i, j] * (x[i, j] if x[i, j] < 0 else 0)
                     for j in range(d):
                         dx[i, j] = dy[i, j] * (a[j] if x[i, j] <= 0 else 1)
             barrier()
             for blk in prange(nb, schedule='static'):
-                c0 = column_start(d, nb, blk)
-                c1 = column_start(d, nb, blk + 1)
-                _store_sums(sums, &da[0], n_chunks, d, c0, c1)
+                _store_sums(sums, &da[0], n_chunks, d, nb, blk)
     finally:
         free(sums)
