@@ -1,5 +1,4 @@
 """Shared helpers for the benchmarks: timing, networks in NumPy and PyTorch, environment."""
-import contextlib
 import json
 import os
 import platform
@@ -31,18 +30,16 @@ def median_time(fn, repeat, warmup=3, min_time=0.2):
     return statistics.median(samples)
 
 
-def per_round(fns, rounds, calls, contexts=None):
+def per_round(fns, rounds, calls):
     """Seconds per call of each function, round by round, the functions taking turns (so the
-    machine's drift touches all alike). contexts[i], when given, makes the context manager
-    entered around function i's calls (e.g. its BLAS thread limit), outside the timing."""
+    machine's drift touches all alike)."""
     times = [[] for _ in fns]
     for _ in range(rounds):
         for i, fn in enumerate(fns):
-            with contexts[i]() if contexts else contextlib.nullcontext():
-                t0 = time.perf_counter()
-                for _ in range(calls):
-                    fn()
-                times[i].append((time.perf_counter() - t0) / calls)
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[i].append((time.perf_counter() - t0) / calls)
     return times
 
 
