@@ -80,19 +80,27 @@ cdef inline bint split_rows(int rows, int cols) noexcept nogil:
     return cols <= rows
 
 
+cdef inline void split_bounds(bint by_rows, int M, int N, int part, int parts, int* lo, int* hi) noexcept nogil:
+    """[lo, hi): the rows (by_rows) or columns of part `part` of `parts` of an M x N product,
+    the one rule for the product and for any pass over the same block after it."""
+    if by_rows:
+        lo[0] = <int>block_start(M, parts, part)
+        hi[0] = <int>block_start(M, parts, part + 1)
+    else:
+        lo[0] = <int>column_start(N, parts, part)
+        hi[0] = <int>column_start(N, parts, part + 1)
+
+
 cdef inline bint gemm_block(bint ta, bint tb, int M, int N, int K, const floating* A, int lda,
                              const floating* B, int ldb, floating* C, int ldc,
                              bint by_rows, int part, int parts,
                              const float* bias=NULL, bint relu=False) noexcept nogil:
     """Block `part` of `parts` of C = op(A) op(B): a range of C's rows or of its columns
-    (bias, relu and the result as for gemm)."""
+    (split_bounds; bias, relu and the result as for gemm)."""
     cdef int lo, hi
+    split_bounds(by_rows, M, N, part, parts, &lo, &hi)
     if by_rows:
-        lo = block_start(M, parts, part)
-        hi = block_start(M, parts, part + 1)
         return gemm(ta, tb, hi - lo, N, K, 1, A + (lo if ta else <Py_ssize_t>lo * lda), lda, B, ldb,
                     0, C + <Py_ssize_t>lo * ldc, ldc, bias, relu)
-    lo = column_start(N, parts, part)
-    hi = column_start(N, parts, part + 1)
     return gemm(ta, tb, M, hi - lo, K, 1, A, lda, B + (<Py_ssize_t>lo * ldb if tb else lo), ldb,
                 0, C + lo, ldc, bias + lo if bias != NULL else NULL, relu)

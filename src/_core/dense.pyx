@@ -22,8 +22,8 @@ thread count.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport malloc, free
-from ._blas cimport MIN_SPLIT, split_rows, gemm_block, gemm_threads
-from ._openmp cimport (n_blocks, block_start, column_start, flush_denormals, restore_denormals, barrier,
+from ._blas cimport MIN_SPLIT, split_rows, split_bounds, gemm_block, gemm_threads
+from ._openmp cimport (n_blocks, column_start, flush_denormals, restore_denormals, barrier,
                       ROW_CHUNK, chunk_count, chunk_end, sum_chunks)
 from .activations cimport bias_act_n, act_backward_n, RELU, IDENTITY
 
@@ -48,13 +48,10 @@ def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floa
             gemm_block(False, False, n, m, k, &x[0, 0], k, &w[0, 0], m, z_ptr, m, by_rows, blk, nb)
             done = False
         if not done:
+            split_bounds(by_rows, n, m, blk, nb, &lo, &hi)
             if by_rows:
-                lo = block_start(n, nb, blk)
-                hi = block_start(n, nb, blk + 1)
                 bias_act_n(z_ptr + <Py_ssize_t>lo * m, &y[lo, 0], &b[0], hi - lo, m, m, kind, <floating>a)
             else:
-                lo = column_start(m, nb, blk)
-                hi = column_start(m, nb, blk + 1)
                 bias_act_n(z_ptr + lo, &y[0, lo], &b[lo], n, hi - lo, m, kind, <floating>a)
         restore_denormals(csr)
 
