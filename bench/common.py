@@ -43,6 +43,16 @@ def per_round(fns, rounds, calls):
     return times
 
 
+def target(name, value, bound, at_most=True):
+    """One target of the performance issue, judged: value <= bound (or >= with at_most=False)."""
+    met = value <= bound if at_most else value >= bound
+    return {"target": name, "value": value, "bound": f"{'<=' if at_most else '>='} {bound}", "met": bool(met)}
+
+
+def verdict(t):
+    return "met" if t["met"] else f"MISSED ({t['bound']})"
+
+
 def environment():
     import scipy
     import threadpoolctl

@@ -29,7 +29,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import NumpyMLP, environment, median_time, torch_mlp, write_json  # noqa: E402
+from common import NumpyMLP, environment, median_time, target, torch_mlp, verdict, write_json  # noqa: E402
 
 import fastnn as fnn  # noqa: E402
 from fastnn._core._blas import gemm_rowmajor  # noqa: E402
@@ -44,6 +44,7 @@ CONFIGS = [  # name, sizes, batch, threads
 ]
 # targets from the performance issue: max fastnn/gemm, min torch(fused)/fastnn
 TARGETS = {"small": (1.6, 3.0), "mnist-32": (1.25, 1.15), "mnist-256": (1.08, 1.05), "wide": (1.05, 1.0)}
+MIN_SPEEDUP = ("wide", 1.8)  # fastnn's step on 1 thread over 2 threads
 
 
 def gemm_step(sizes, batch, rng, blas=False, threads=1):
@@ -223,18 +224,39 @@ def report(rows):
         r["samples_per_s"] = r["batch"] / f
         tf = r.get("torch_fused")
         max_gemm, min_torch = TARGETS[r["config"]]
-        verdict = ["gemm ok" if r["ratio_gemm"] <= max_gemm else f"gemm MISSED (<= {max_gemm})"]
+        name = f"{r['config']}/{r['threads']}t"
+        r["targets"] = [target(f"{name} fastnn/gemm", r["ratio_gemm"], max_gemm)]
         if tf:
-            verdict.append("torch ok" if r["ratio_torch_fused"] >= min_torch else f"torch MISSED (>= {min_torch})")
-        r["targets_met"] = all("MISSED" not in v for v in verdict)
+            r["targets"].append(target(f"{name} torch(fused)/fastnn", r["ratio_torch_fused"], min_torch, at_most=False))
         fmt = lambda v: f"{v * 1e3:.3f}" if v else "-"  # noqa: E731
         ratio = lambda v: f"{v:.2f}" if v else "-"  # noqa: E731
         lines.append(f"{r['config']:<10} {r['threads']:>3} {fmt(f):>10} {fmt(r['gemm']):>9} {fmt(tf):>11} "
                      f"{fmt(r.get('torch')):>9} {fmt(r['numpy']):>9} {r['ratio_gemm']:>11.3f} "
                      f"{ratio(r['ratio_torch_fused']):>15} {ratio(r['ratio_torch']):>12} "
                      f"{r['ratio_numpy']:>12.2f} {r['samples_per_s']:>10.0f} {r['ratio_own_openblas']:>12.2f} "
-                     f"{ratio(r['ratio_mkl_openblas']):>12}  {', '.join(verdict)}")
+                     f"{ratio(r['ratio_mkl_openblas']):>12}  "
+                     + ", ".join(f"{t['target'].split()[-1]} {verdict(t)}" for t in r["targets"]))
+    speedup = speedup_targets(rows)
+    lines += [f"2-thread speedup on {t['target'].split()[-1]}: {t['value']:.2f} ({verdict(t)})" for t in speedup]
     return "\n".join(lines)
+
+
+def speedup_targets(rows):
+    """fastnn's 1-thread step time over its 2-thread one on MIN_SPEEDUP's config (each from
+    its own configuration's run), when both ran."""
+    config, low = MIN_SPEEDUP
+    times = {r["threads"]: r["fastnn"] for r in rows if r["config"] == config}
+    if 1 not in times or 2 not in times:
+        return []
+    return [target(f"2-thread speedup {config}", times[1] / times[2], low, at_most=False)]
+
+
+def summary(targets):
+    """How many targets are met, and the missed ones with their values."""
+    missed = [t for t in targets if not t["met"]]
+    return (f"{len(targets) - len(missed)} of {len(targets)} targets met"
+            + ("" if not missed else "; missed: " + ", ".join(
+                f"{t['target']} {t['value']:.3f} ({t['bound']})" for t in missed)))
 
 
 def main(argv=None):
@@ -276,10 +298,13 @@ def main(argv=None):
         from e2e import report as e2e_report
         payload["e2e"] = run_e2e(quick=args.quick)
         print(e2e_report(payload["e2e"]))
+    targets = [t for r in rows for t in r["targets"]] + speedup_targets(rows)
+    if args.e2e:
+        from e2e import targets as e2e_targets
+        targets += e2e_targets(payload["e2e"])
+    payload["targets"] = targets
     write_json(args.out, payload)
-    missed = [r for r in rows if not r["targets_met"]]
-    print(f"\n{len(rows) - len(missed)} of {len(rows)} configurations meet their targets"
-          + ("" if not missed else ": missed " + ", ".join(f"{r['config']}/{r['threads']}t" for r in missed)))
+    print("\n" + summary(targets))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""The benchmark's verdicts (bench/run.py, bench/e2e.py) on made-up measurements: each
+target of the performance issue is judged, and the missed ones are named."""
+import importlib.util
+import os
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "bench")
+sys.path.insert(0, BENCH)   # the scripts import their shared helpers as `common`
+
+
+def _load(script):
+    spec = importlib.util.spec_from_file_location(f"bench_{script}", os.path.join(BENCH, f"{script}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run, e2e = _load("run"), _load("e2e")
+
+
+def _row(config, threads, fastnn, ratio_gemm, ratio_torch):
+    return {"config": config, "threads": threads, "batch": 64, "fastnn": fastnn, "gemm": fastnn / ratio_gemm,
+            "torch_fused": fastnn * ratio_torch, "torch": None, "numpy": fastnn * 3,
+            "ratio_gemm": ratio_gemm, "ratio_torch_fused": ratio_torch, "ratio_torch": None,
+            "ratio_numpy": 3.0, "ratio_own_openblas": 1.0, "ratio_mkl_openblas": None}
+
+
+def test_step_targets_and_speedup():
+    rows = [_row("small", 1, 1e-4, 1.59, 3.1), _row("wide", 1, 0.1, 1.04, 1.0), _row("wide", 2, 0.06, 1.06, 1.1)]
+    table = run.report(rows)
+    assert [t["met"] for t in rows[0]["targets"]] == [True, True]
+    assert [t["met"] for t in rows[2]["targets"]] == [False, True]
+    (speedup,) = run.speedup_targets(rows)
+    assert speedup["value"] == pytest.approx(0.1 / 0.06) and not speedup["met"]
+    assert "2-thread speedup on wide: 1.67 (MISSED (>= 1.8))" in table
+    text = run.summary([t for r in rows for t in r["targets"]] + [speedup])
+    assert text.startswith("5 of 7 targets met; missed: wide/2t fastnn/gemm 1.060 (<= 1.05)")
+    assert "2-thread speedup wide 1.667 (>= 1.8)" in text
+
+
+def test_speedup_needs_both_thread_counts():
+    assert run.speedup_targets([_row("wide", 1, 0.1, 1.0, 1.0)]) == []
+
+
+def test_end_to_end_targets():
+    fastnn = {"s_per_epoch": 1.0, "epoch_times": [1.0, 1.2], "accuracy": 0.889, "predict_per_s": 1.1e5,
+              "peak_rss_mb": 300}
+    torch = {"s_per_epoch": 2.0, "epoch_times": [2.0, 2.0], "accuracy": 0.887, "predict_per_s": 1e5,
+             "peak_rss_mb": 600}
+    sklearn = {"s_per_epoch": 3.0, "epoch_times": [3.0, 3.0], "accuracy": 0.880, "predict_per_s": 1e5,
+               "peak_rss_mb": 400}
+    judged = {t["target"]: t for t in e2e.targets({"fastnn": fastnn, "torch": torch, "sklearn": sklearn})}
+    assert {k: v["met"] for k, v in judged.items()} == {
+        "epoch time fastnn/torch": True, "accuracy |fastnn - torch|": True,
+        "predict throughput fastnn/torch": False, "peak RSS fastnn/torch": True,
+        "epoch time fastnn/sklearn": False, "accuracy |fastnn - sklearn|": False}
+    assert judged["epoch time fastnn/sklearn"]["value"] == pytest.approx(1.1 / 3)
+    assert "predict throughput fastnn/torch: 1.1000 (MISSED (>= 1.2))" in e2e.report({"fastnn": fastnn, "torch": torch})
+    assert e2e.targets({"fastnn": {"error": "worker exited with 1"}, "torch": torch}) == []
