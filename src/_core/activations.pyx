@@ -1,8 +1,8 @@
 """Activation kernels over arrays: forward y = f(z), backward dz = dy * f'(z), softmax."""
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from ._math cimport exp_shifted
-from ._openmp cimport n_blocks, block_start
+from ._openmp cimport n_blocks, block_start, flush_denormals, restore_denormals
 
 # name -> kernel code; also the list of activations the Python API accepts.
 KINDS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4,
@@ -20,10 +20,13 @@ def activation_forward(const floating[::1] z, floating[::1] y, int kind, double 
     """y = f(z) elementwise over flat (contiguous) arrays; y may be z."""
     cdef Py_ssize_t n = z.shape[0], lo, hi
     cdef int nb = n_blocks(n, n_threads, MIN_BLOCK), blk
+    cdef unsigned int csr
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         lo = block_start(n, nb, blk)
         hi = block_start(n, nb, blk + 1)
+        csr = flush_denormals()
         act_forward_n(&z[lo], &y[lo], hi - lo, kind, <floating>a)
+        restore_denormals(csr)
 
 
 def activation_backward(const floating[::1] y, const floating[::1] dy, floating[::1] dz,
@@ -33,11 +36,14 @@ def activation_backward(const floating[::1] y, const floating[::1] dy, floating[
     cdef Py_ssize_t n = y.shape[0], lo, hi
     cdef int nb = n_blocks(n, n_threads, MIN_BLOCK), blk
     cdef const floating* z_ptr = &z[0] if z is not None else NULL
+    cdef unsigned int csr
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         lo = block_start(n, nb, blk)
         hi = block_start(n, nb, blk + 1)
+        csr = flush_denormals()
         act_backward_n(z_ptr + lo if z_ptr != NULL else NULL, &y[lo], &dy[lo], &dz[lo],
                        hi - lo, kind, <floating>a)
+        restore_denormals(csr)
 
 
 cdef inline void softmax_row(const floating* z, floating* p, Py_ssize_t k) noexcept nogil:
@@ -53,5 +59,9 @@ def softmax(const floating[:, ::1] z, floating[:, ::1] p, int n_threads):
     """Row-wise softmax, max-shifted so that no exponent overflows."""
     cdef Py_ssize_t i, n = z.shape[0], k = z.shape[1]
     cdef int nt = n_blocks(n * k, n_threads, MIN_BLOCK)
-    for i in prange(n, nogil=True, schedule='static', num_threads=nt):
-        softmax_row(&z[i, 0], &p[i, 0], k)
+    cdef unsigned int csr
+    with nogil, parallel(num_threads=nt):
+        csr = flush_denormals()
+        for i in prange(n, schedule='static'):
+            softmax_row(&z[i, 0], &p[i, 0], k)
+        restore_denormals(csr)

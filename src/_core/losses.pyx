@@ -9,11 +9,11 @@ Per-row losses go to `row_loss` and are summed in row order, so the result does
 not depend on the thread count.
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.math cimport fabs
 from libc.stdlib cimport malloc, free
 from ._math cimport exp_shifted, flog, fabs_, sigmoid, log1p_exp, VMATH, bce_row_f32
-from ._openmp cimport n_blocks, block_start
+from ._openmp cimport n_blocks, block_start, flush_denormals, restore_denormals
 
 ctypedef long long int64
 
@@ -91,15 +91,19 @@ def softmax_cross_entropy(const floating[:, ::1] z, const int64[::1] labels,
     cdef double total_weight = _normalizer(sample_weight, n), loss_i
     cdef floating scale
     cdef int nt = n_blocks(n * k, n_threads, MIN_ELEMENTS)
-    for i in prange(n, nogil=True, schedule='static', num_threads=nt):
-        scale = <floating>((sample_weight[i] if weighted else 1.0) / total_weight)
-        if use_labels:
-            loss_i = _softmax_ce_row(&z[i, 0], k, labels[i], NULL, label_smoothing,
-                                     scale, &grad[i, 0])
-        else:
-            loss_i = _softmax_ce_row(&z[i, 0], k, -1, &targets[i, 0], label_smoothing,
-                                     scale, &grad[i, 0])
-        row_loss[i] = (sample_weight[i] if weighted else 1.0) * loss_i
+    cdef unsigned int csr
+    with nogil, parallel(num_threads=nt):
+        csr = flush_denormals()
+        for i in prange(n, schedule='static'):
+            scale = <floating>((sample_weight[i] if weighted else 1.0) / total_weight)
+            if use_labels:
+                loss_i = _softmax_ce_row(&z[i, 0], k, labels[i], NULL, label_smoothing,
+                                         scale, &grad[i, 0])
+            else:
+                loss_i = _softmax_ce_row(&z[i, 0], k, -1, &targets[i, 0], label_smoothing,
+                                         scale, &grad[i, 0])
+            row_loss[i] = (sample_weight[i] if weighted else 1.0) * loss_i
+        restore_denormals(csr)
     return _ordered_sum(row_loss) / total_weight
 
 
@@ -143,17 +147,21 @@ def elementwise_loss(const floating[:, ::1] z, const floating[:, ::1] t, floatin
     cdef floating scale, gij
     cdef int nt = n_blocks(n * k, n_threads, MIN_ELEMENTS)
     cdef bint vector_bce = floating is float and kind == BCE and VMATH
-    for i in prange(n, nogil=True, schedule='static', num_threads=nt):
-        scale = <floating>((sample_weight[i] if weighted else 1.0) / total_weight)
-        acc = 0
-        if floating is float:
-            if vector_bce:
-                acc = bce_row_f32(&z[i, 0], &t[i, 0], &grad[i, 0], k, scale)
-        if not vector_bce:
-            for j in range(k):
-                acc = acc + _elementwise(kind, z[i, j], t[i, j], <floating>delta, &gij)
-                grad[i, j] = scale * gij
-        row_loss[i] = (sample_weight[i] if weighted else 1.0) * acc
+    cdef unsigned int csr
+    with nogil, parallel(num_threads=nt):
+        csr = flush_denormals()
+        for i in prange(n, schedule='static'):
+            scale = <floating>((sample_weight[i] if weighted else 1.0) / total_weight)
+            acc = 0
+            if floating is float:
+                if vector_bce:
+                    acc = bce_row_f32(&z[i, 0], &t[i, 0], &grad[i, 0], k, scale)
+            if not vector_bce:
+                for j in range(k):
+                    acc = acc + _elementwise(kind, z[i, j], t[i, j], <floating>delta, &gij)
+                    grad[i, j] = scale * gij
+            row_loss[i] = (sample_weight[i] if weighted else 1.0) * acc
+        restore_denormals(csr)
     return _ordered_sum(row_loss) / total_weight
 
 
