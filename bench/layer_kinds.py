@@ -6,7 +6,7 @@ then 784-512-10 with a BatchNorm, LayerNorm or Dropout layer after the first pro
 Both libraries take turns in one process (round by round, so the machine's drift touches
 both alike) and each ratio is the median of the per-round ratios.
 
-    python bench/layer_kinds.py [--threads 1] [--batch 256] [--rounds 9]
+    python bench/layer_kinds.py [--threads 1] [--batch 256] [--rounds 9] [--dtype float32]
 """
 import argparse
 import statistics
@@ -53,8 +53,8 @@ def steps(ours, theirs, X, y):
 
     multilabel = y.ndim == 2
     model = fnn.Sequential(ours, loss="binary_cross_entropy" if multilabel else "softmax_cross_entropy",
-                           optimizer=fnn.optim.Adam(lr=1e-3), seed=0)
-    net = torch.nn.Sequential(*theirs)
+                           optimizer=fnn.optim.Adam(lr=1e-3), seed=0, dtype=X.dtype.name)
+    net = torch.nn.Sequential(*theirs).to(torch.from_numpy(X).dtype)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)
     loss_fn = torch.nn.BCEWithLogitsLoss() if multilabel else torch.nn.CrossEntropyLoss()
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
@@ -73,17 +73,18 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     args = parser.parse_args(argv)
     fnn.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((args.batch, SIZES[0])).astype(np.float32)
+    X = rng.standard_normal((args.batch, SIZES[0])).astype(args.dtype)
     y = rng.integers(0, SIZES[-1], args.batch)
-    labels = (rng.random((args.batch, 100)) < 0.1).astype(np.float32)
+    labels = (rng.random((args.batch, 100)) < 0.1).astype(args.dtype)
     cases = [(a, activation_networks(a), y) for a in TORCH_ACTIVATIONS]
     cases += [(k, normalization_networks(k), y) for k in ("batchnorm", "layernorm", "dropout")]
     cases.append(("bce-100", multilabel_networks(), labels))
-    print(f"batch {args.batch}, {args.threads} thread(s), Adam; ms per training step")
+    print(f"{args.dtype}, batch {args.batch}, {args.threads} thread(s), Adam; ms per training step")
     print(f"{'hidden layer':12s} {'fastnn':>8s} {'torch':>8s} {'torch/fastnn':>13s}")
     for name, (ours, theirs), targets in cases:
         fns = steps(ours, theirs, X, targets)

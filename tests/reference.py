@@ -8,8 +8,14 @@ import numpy as np
 # ---- activations: f(z) and f'(z) --------------------------------------------------------
 
 
+def _real(z):
+    """z in float64, or in long double when given in long double (the float64 kernels' oracle)."""
+    z = np.asarray(z)
+    return z.astype(np.promote_types(z.dtype, np.float64), copy=False)
+
+
 def sigmoid(z):
-    z = np.asarray(z, dtype=np.float64)
+    z = _real(z)
     out = np.empty_like(z)
     pos = z >= 0
     out[pos] = 1 / (1 + np.exp(-z[pos]))
@@ -24,7 +30,7 @@ def softplus(z):
 
 
 def activation(name, z, a=None):
-    z = np.asarray(z, dtype=np.float64)
+    z = _real(z)
     if name == "identity":
         return z.copy()
     if name == "sigmoid":
@@ -47,7 +53,7 @@ def activation(name, z, a=None):
 
 
 def activation_derivative(name, z, a=None):
-    z = np.asarray(z, dtype=np.float64)
+    z = _real(z)
     if name == "identity":
         return np.ones_like(z)
     if name == "sigmoid":

@@ -66,24 +66,30 @@ cdef inline floating log1p_exp(floating x) noexcept nogil:
     return (x if x > 0 else 0) + flog1p(fexp(-fabs_(x)))
 
 
-cdef extern from "vmath_f32.h":
+cdef extern from "vmath.h":
     const int VMATH "FNN_VMATH"   # the AVX-512 vector kernels are compiled in
     float exp_shifted_f32 "fnn_exp_shifted_f32"(const float* z, float* e, Py_ssize_t k,
                                                 float* row_max) noexcept nogil
+    double exp_shifted_f64 "fnn_exp_shifted_f64"(const double* z, double* e, Py_ssize_t k,
+                                                 double* row_max) noexcept nogil
     double bce_row_f32 "fnn_bce_row_f32"(const float* z, const float* t, float* g, Py_ssize_t k,
                                          float scale) noexcept nogil
+    double bce_row_f64 "fnn_bce_row_f64"(const double* z, const double* t, double* g, Py_ssize_t k,
+                                         double scale) noexcept nogil
 
 
 cdef inline floating exp_shifted(const floating* z, floating* e, Py_ssize_t k,
                                  floating* row_max) noexcept nogil:
     """e[j] = exp(z[j] - max z) for one row of k values; returns their sum and stores max z.
     Subtracting the maximum keeps every exponent <= 0, so nothing overflows (softmax, LSE).
-    float32 with AVX-512: vmath_f32.h, 16 at a time."""
+    With AVX-512: vmath.h, a vector at a time."""
     cdef Py_ssize_t j
     cdef floating m = z[0], s = 0
-    if floating is float:
-        if VMATH:
+    if VMATH:
+        if floating is float:
             return exp_shifted_f32(z, e, k, row_max)
+        else:
+            return exp_shifted_f64(z, e, k, row_max)
     for j in range(1, k):
         if z[j] > m:
             m = z[j]
@@ -92,3 +98,13 @@ cdef inline floating exp_shifted(const floating* z, floating* e, Py_ssize_t k,
         s = s + e[j]
     row_max[0] = m
     return s
+
+
+cdef inline double bce_row(const floating* z, const floating* t, floating* g, Py_ssize_t k,
+                           floating scale) noexcept nogil:
+    """Binary cross-entropy on logits over one row with AVX-512 (vmath.h; callers check
+    VMATH): g[j] = scale (sigmoid(z[j]) - t[j]), returns the row's summed loss."""
+    if floating is float:
+        return bce_row_f32(z, t, g, k, scale)
+    else:
+        return bce_row_f64(z, t, g, k, scale)

@@ -3,7 +3,7 @@
 from cython cimport floating
 from ._math cimport fexp, fexpm1, ftanh, sigmoid, log1p_exp
 
-cdef extern from "vmath_f32.h":
+cdef extern from "vmath.h":
     cdef enum:
         IDENTITY "FNN_IDENTITY"
         SIGMOID "FNN_SIGMOID"
@@ -14,11 +14,33 @@ cdef extern from "vmath_f32.h":
         SOFTPLUS "FNN_SOFTPLUS"
         SWISH "FNN_SWISH"
         HARD_TANH "FNN_HARD_TANH"
-    # float32 vector loops for the kinds that need exp/expm1/log1p; 0 = not handled here
+    # vector loops for the kinds that need exp/expm1/log1p; 0 = not handled here
     int act_forward_f32 "fnn_act_forward_f32"(const float* z, float* y, const float* b, Py_ssize_t n,
                                               int kind, float a) noexcept nogil
+    int act_forward_f64 "fnn_act_forward_f64"(const double* z, double* y, const double* b, Py_ssize_t n,
+                                              int kind, double a) noexcept nogil
     int act_backward_f32 "fnn_act_backward_f32"(const float* z, const float* y, const float* dy,
                                                 float* dz, Py_ssize_t n, int kind, float a) noexcept nogil
+    int act_backward_f64 "fnn_act_backward_f64"(const double* z, const double* y, const double* dy,
+                                                double* dz, Py_ssize_t n, int kind, double a) noexcept nogil
+
+
+cdef inline int vector_forward(const floating* z, floating* y, const floating* b, Py_ssize_t n,
+                               int kind, floating a) noexcept nogil:
+    """y = f(z (+ b)) by vmath.h's vector loop; 0 when it does not handle this kind."""
+    if floating is float:
+        return act_forward_f32(z, y, b, n, kind, a)
+    else:
+        return act_forward_f64(z, y, b, n, kind, a)
+
+
+cdef inline int vector_backward(const floating* z, const floating* y, const floating* dy,
+                                floating* dz, Py_ssize_t n, int kind, floating a) noexcept nogil:
+    """dz = dy f'(z) by vmath.h's vector loop; 0 when it does not handle this kind."""
+    if floating is float:
+        return act_backward_f32(z, y, dy, dz, n, kind, a)
+    else:
+        return act_backward_f64(z, y, dy, dz, n, kind, a)
 
 
 cdef inline floating act_forward(floating z, int kind, floating a) noexcept nogil:
@@ -94,9 +116,8 @@ cdef inline void act_forward_n(const floating* z, floating* y, Py_ssize_t n,
                                int kind, floating a) noexcept nogil:
     """y[i] = f(z[i]); y may be z. The common kinds get their own branch-free loops."""
     cdef Py_ssize_t i
-    if floating is float:
-        if act_forward_f32(z, y, NULL, n, kind, a):
-            return
+    if vector_forward(z, y, NULL, n, kind, a):
+        return
     if kind == IDENTITY:
         if y != z:
             for i in range(n):
@@ -133,9 +154,8 @@ cdef inline void bias_act_n(floating* z, floating* y, const floating* b, Py_ssiz
                 t = yi[j] + b[j]
                 yi[j] = t if t > 0 else 0
         else:
-            if floating is float:
-                if act_forward_f32(yi, yi, b, cols, kind, a):
-                    continue
+            if vector_forward(yi, yi, b, cols, kind, a):
+                continue
             for j in range(cols):
                 yi[j] = act_forward(yi[j] + b[j], kind, a)
 
@@ -145,9 +165,8 @@ cdef inline void act_backward_n(const floating* z, const floating* y, const floa
     """dz[i] = dy[i] * f'(z[i]); dz may alias dy. z may be NULL when not needs_input(kind, a):
     the derivative then comes from y alone."""
     cdef Py_ssize_t i
-    if floating is float:
-        if act_backward_f32(z, y, dy, dz, n, kind, a):
-            return
+    if vector_backward(z, y, dy, dz, n, kind, a):
+        return
     if kind == IDENTITY:
         if dz != dy:
             for i in range(n):

@@ -12,7 +12,7 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport fabs
 from libc.stdlib cimport malloc, free
-from ._math cimport exp_shifted, flog, fabs_, sigmoid, log1p_exp, VMATH, bce_row_f32
+from ._math cimport exp_shifted, flog, fabs_, sigmoid, log1p_exp, VMATH, bce_row
 from ._openmp cimport n_blocks, block_start, flush_denormals, restore_denormals
 
 ctypedef long long int64
@@ -146,17 +146,16 @@ def elementwise_loss(const floating[:, ::1] z, const floating[:, ::1] t, floatin
     cdef double acc
     cdef floating scale, gij
     cdef int nt = n_blocks(n * k, n_threads, MIN_ELEMENTS)
-    cdef bint vector_bce = floating is float and kind == BCE and VMATH
+    cdef bint vector_bce = kind == BCE and VMATH
     cdef unsigned int csr
     with nogil, parallel(num_threads=nt):
         csr = flush_denormals()
         for i in prange(n, schedule='static'):
             scale = <floating>((sample_weight[i] if weighted else 1.0) / total_weight)
             acc = 0
-            if floating is float:
-                if vector_bce:
-                    acc = bce_row_f32(&z[i, 0], &t[i, 0], &grad[i, 0], k, scale)
-            if not vector_bce:
+            if vector_bce:
+                acc = bce_row(&z[i, 0], &t[i, 0], &grad[i, 0], k, scale)
+            else:
                 for j in range(k):
                     acc = acc + _elementwise(kind, z[i, j], t[i, j], <floating>delta, &gij)
                     grad[i, j] = scale * gij
