@@ -1,6 +1,7 @@
 """fastnn's GEMM against OpenBLAS (and PyTorch's BLAS) on the products of a training step.
 
     python bench/gemm_shapes.py [--batches 32,128,256,1024] [--layers 784x512,512x512,512x10]
+                                [--dtype float32]
 
 For each batch size and layer (in x out), times the forward product X W (NN), the weight
 gradient X^T dZ (TN) and the input gradient dZ W^T (NT) on one thread, each in GFLOP/s,
@@ -31,7 +32,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", default="32,128,256,1024")
     parser.add_argument("--layers", default="784x512,512x512,512x10,784x2048,2048x2048")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     args = parser.parse_args(argv)
+    dtype = np.dtype(args.dtype)
     try:
         import torch
         torch.set_num_threads(1)
@@ -44,11 +47,11 @@ def main(argv=None):
         for batch in (int(b) for b in args.batches.split(",")):
             for layer in args.layers.split(","):
                 k, m = (int(v) for v in layer.split("x"))
-                X = rng.standard_normal((batch, k)).astype(np.float32)
-                W = rng.standard_normal((k, m)).astype(np.float32)
-                dZ = rng.standard_normal((batch, m)).astype(np.float32)
-                outs = {"NN": np.empty((batch, m), np.float32), "TN": np.empty((k, m), np.float32),
-                        "NT": np.empty((batch, k), np.float32)}
+                X = rng.standard_normal((batch, k)).astype(dtype)
+                W = rng.standard_normal((k, m)).astype(dtype)
+                dZ = rng.standard_normal((batch, m)).astype(dtype)
+                outs = {"NN": np.empty((batch, m), dtype), "TN": np.empty((k, m), dtype),
+                        "NT": np.empty((batch, k), dtype)}
                 operands = {"NN": (X, W, False, False), "TN": (X, dZ, True, False), "NT": (dZ, W, False, True)}
                 flop = 2.0 * batch * k * m
                 for name, (a, b, ta, tb) in operands.items():

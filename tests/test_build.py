@@ -49,27 +49,28 @@ def test_gemm_matches_numpy(dtype, trans_a, trans_b, m, n, k):
 
 
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
-def test_gemm_own_float32_kernels_match_numpy(trans_a, trans_b):
-    """The shapes fastnn's own float32 kernels take (alpha 1, beta 0), across the tile edges:
-    6-row tiles, 16-wide vectors, 64-wide strips, 128-deep k blocks; for C of 2^19 elements or
-    more, NN/TN blocks of 384 columns and 384-deep k blocks, NT k blocks of up to 1024."""
+def test_gemm_own_kernels_match_numpy(trans_a, trans_b, dtype):
+    """The shapes fastnn's own kernels take (alpha 1, beta 0), across the tile edges: 6-row
+    tiles, vectors of 16 floats or 8 doubles, strips of 4 vectors, 128-deep k blocks; for C of
+    2 MiB or more, NN/TN blocks of 576 KiB (384 float or 192 double columns) and 384-deep k
+    blocks, NT k blocks of up to 1024."""
     rng = np.random.default_rng(1)
-    shapes = list(itertools.product([4, 7, 73, 145], [1, 10, 17, 64, 130], [0, 1, 17, 129, 300]))
-    shapes.append((1030, 520, 1100))   # C of >= 2^19 elements: 2 column blocks, 3 k blocks
-    shapes.append((4099, 130, 301))    # C of >= 2^19 elements: one narrow column block
+    shapes = list(itertools.product([4, 7, 73, 145], [1, 10, 17, 33, 64, 130], [0, 1, 17, 129, 300]))
+    shapes.append((1030, 520, 1100))   # C of >= 2 MiB: 2 (float) or 3 (double) column blocks, 3 k blocks
+    shapes.append((4099, 130, 301))    # C of >= 2 MiB: one narrow column block
     for m, n, k in shapes:
-        a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
-        b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
-        c = np.full((m, n), np.nan, np.float32)  # beta = 0: never read
+        a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+        b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+        c = np.full((m, n), np.nan, dtype)  # beta = 0: never read
         expected = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
         _blas.gemm_rowmajor(a, b, c, trans_a, trans_b)
-        assert_close(c, expected, np.float32, scale=max(1.0, k))
+        assert_close(c, expected, dtype, scale=max(1.0, k))
         blas = np.empty_like(c)
         _blas.gemm_rowmajor(a, b, blas, trans_a, trans_b, blas=True)
-        assert_close(blas, expected, np.float32, scale=max(1.0, k))
+        assert_close(blas, expected, dtype, scale=max(1.0, k))
         split = np.full_like(c, np.nan)
         _blas.gemm_rowmajor(a, b, split, trans_a, trans_b, n_threads=2)
-        assert_close(split, expected, np.float32, scale=max(1.0, k))
+        assert_close(split, expected, dtype, scale=max(1.0, k))
 
 
 def test_gemm_rejects_mismatched_shapes():
@@ -80,7 +81,8 @@ def test_gemm_rejects_mismatched_shapes():
 
 def test_blas_threads_are_limited_exactly_when_a_step_calls_blas():
     """train_step limits BLAS's threads (and restores them) only when one of its products
-    goes to BLAS: float64, fewer than 4 rows, or a build without fastnn's AVX-512 kernels."""
+    goes to BLAS: fewer than 4 rows, or a build without fastnn's AVX-512 kernels (float32 and
+    float64 alike)."""
     from fastnn.threads import blas_single_threaded
 
     own = not _blas.calls_blas("float32", False, False, 64, 64, 64)
@@ -90,5 +92,8 @@ def test_blas_threads_are_limited_exactly_when_a_step_calls_blas():
     wide = fastnn.Sequential([fastnn.Dense(300, 300), fastnn.Dense(300, 5)])
     assert (wide._blas_guard(300) is not blas_single_threaded) == own   # dZ W^T, 300 x 300 x 300
     double = fastnn.Sequential([fastnn.Dense(20, 5)], dtype="float64")
-    assert double._blas_guard(64) is blas_single_threaded
+    assert (double._blas_guard(64) is not blas_single_threaded) == own
+    assert _blas.calls_blas("float64", False, False, 64, 64, 64) == (not own)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        _blas.calls_blas("int64", False, False, 64, 64, 64)
     assert _blas.calls_blas("float32", True, True, 64, 64, 64)    # both transposed: BLAS

@@ -1,15 +1,18 @@
-# Row-major GEMM: fastnn's own AVX-512 float32 kernels (sgemm_f32.h) where they are faster,
-# else scipy's BLAS (scipy.linalg.cython_blas), float32 and float64.
+# Row-major GEMM: fastnn's own AVX-512 kernels (gemm.h) where they are faster, else scipy's
+# BLAS (scipy.linalg.cython_blas), float32 and float64.
 from cython cimport floating
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 from ._openmp cimport block_start, column_start
 
 
-cdef extern from "sgemm_f32.h":
-    int fastnn_sgemm(int trans_a, int trans_b, int m, int n, int k, const float* a, int lda,
-                     const float* b, int ldb, float* c, int ldc, const float* bias,
-                     int relu) noexcept nogil
-    int fastnn_sgemm_applies(int trans_a, int trans_b, int m, int n, int k) noexcept nogil
+cdef extern from "gemm.h":
+    int fastnn_gemm_f32(int trans_a, int trans_b, int m, int n, int k, const float* a, int lda,
+                        const float* b, int ldb, float* c, int ldc, const float* bias,
+                        int relu) noexcept nogil
+    int fastnn_gemm_f64(int trans_a, int trans_b, int m, int n, int k, const double* a, int lda,
+                        const double* b, int ldb, double* c, int ldc, const double* bias,
+                        int relu) noexcept nogil
+    int fastnn_gemm_applies(int trans_a, int trans_b, int m, int n, int k) noexcept nogil
 
 
 cdef inline void blas_gemm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -37,18 +40,22 @@ cdef inline bint gemm(bint trans_a, bint trans_b, int m, int n, int k,
                       floating alpha, const floating* a, int lda,
                       const floating* b, int ldb,
                       floating beta, floating* c, int ldc,
-                      const float* bias=NULL, bint relu=False) noexcept nogil:
-    """C (m x n) = alpha * op(A) @ op(B) + beta * C, all arrays row-major: fastnn's float32
-    kernel for C = op(A) op(B) where it applies and is faster, BLAS otherwise.
+                      const floating* bias=NULL, bint relu=False) noexcept nogil:
+    """C (m x n) = alpha * op(A) @ op(B) + beta * C, all arrays row-major: fastnn's kernel
+    for C = op(A) op(B) where it applies and is faster, BLAS otherwise.
 
     bias / relu ask fastnn's kernel to finish C as C + bias, or max(C + bias, 0), in
     registers; returns whether that was done (False: BLAS computed the bare product)."""
+    cdef int done = False
     if m <= 0 or n <= 0:
         return True
-    if floating is float:
-        if alpha == 1 and beta == 0 and fastnn_sgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc,
-                                                     bias, relu):
-            return True
+    if alpha == 1 and beta == 0:
+        if floating is float:
+            done = fastnn_gemm_f32(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, bias, relu)
+        else:
+            done = fastnn_gemm_f64(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, bias, relu)
+    if done:
+        return True
     blas_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     return bias == NULL and not relu
 
@@ -94,7 +101,7 @@ cdef inline void split_bounds(bint by_rows, int M, int N, int part, int parts, i
 cdef inline bint gemm_block(bint ta, bint tb, int M, int N, int K, const floating* A, int lda,
                              const floating* B, int ldb, floating* C, int ldc,
                              bint by_rows, int part, int parts,
-                             const float* bias=NULL, bint relu=False) noexcept nogil:
+                             const floating* bias=NULL, bint relu=False) noexcept nogil:
     """Block `part` of `parts` of C = op(A) op(B): a range of C's rows or of its columns
     (split_bounds; bias, relu and the result as for gemm)."""
     cdef int lo, hi

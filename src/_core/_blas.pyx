@@ -10,7 +10,7 @@ def gemm_rowmajor(const floating[:, ::1] a, const floating[:, ::1] b, floating[:
                   bint blas=False, int n_threads=1):
     """c = alpha * op(a) @ op(b) + beta * c in place; shapes must already agree.
 
-    The GEMM fastnn's layers call (its own float32 kernels where they apply, else BLAS);
+    The GEMM fastnn's layers call (its own kernels where they apply, else BLAS);
     blas=True calls BLAS alone. n_threads > 1 splits c = op(a) @ op(b) (alpha 1, beta 0)
     into row or column blocks over OpenMP threads, as the dense layers do.
     """
@@ -43,10 +43,13 @@ def gemm_rowmajor(const floating[:, ::1] a, const floating[:, ::1] b, floating[:
 
 
 def calls_blas(dtype, bint trans_a, bint trans_b, int m, int n, int k):
-    """Whether C = op(A) op(B) (m x n, inner size k) of this dtype goes to BLAS rather than
-    to fastnn's own kernels, also when a dense layer splits it over threads (the split
-    keeps at least 16 rows per block, and a smaller dimension never moves a product to BLAS)."""
-    return np.dtype(dtype) != np.float32 or not fastnn_sgemm_applies(trans_a, trans_b, m, n, k)
+    """Whether C = op(A) op(B) (m x n, inner size k) goes to BLAS rather than to fastnn's own
+    kernels (the same for float32 and float64), also when a dense layer splits it over threads
+    (the split keeps at least 16 rows per block, and a smaller dimension never moves a product
+    to BLAS)."""
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise TypeError(f"calls_blas: dtype must be float32 or float64, got {dtype}")
+    return not fastnn_gemm_applies(trans_a, trans_b, m, n, k)
 
 
 def threads_for(int m, int n, int k, int n_threads):

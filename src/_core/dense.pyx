@@ -31,17 +31,17 @@ def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floa
                   floating[:, ::1] z, floating[:, ::1] y, int kind, double a, int n_threads):
     """y = f(x @ w + b). z receives the pre-activation x @ w + b when given (needed by the
     backward pass only when needs_input(kind, a)); z=None computes y in place.
-    In float32, ReLU and identity layers get bias and activation from fastnn's GEMM as it
-    stores each tile (no second pass over y)."""
+    ReLU and identity layers get bias and activation from fastnn's GEMM as it stores each
+    tile (no second pass over y), where that GEMM computes the product."""
     cdef int n = x.shape[0], k = x.shape[1], m = w.shape[1], blk, lo, hi
     cdef bint by_rows = split_rows(n, m), done
     cdef int nb = n_blocks(n if by_rows else m, gemm_threads(n, m, k, n_threads), MIN_SPLIT)
     cdef unsigned int csr
     cdef floating* z_ptr = &z[0, 0] if z is not None else &y[0, 0]
-    cdef bint in_gemm = floating is float and z_ptr == &y[0, 0] and (kind == RELU or kind == IDENTITY)
+    cdef bint in_gemm = z_ptr == &y[0, 0] and (kind == RELU or kind == IDENTITY)
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         csr = flush_denormals()
-        if floating is float and in_gemm:
+        if in_gemm:
             done = gemm_block(False, False, n, m, k, &x[0, 0], k, &w[0, 0], m, z_ptr, m, by_rows, blk, nb,
                               &b[0], kind == RELU)
         else:

@@ -1,0 +1,154 @@
+/* Row-major GEMM for AVX-512, float32 (fastnn_gemm_f32) and float64 (fastnn_gemm_f64),
+ * C = op(A) op(B) (alpha 1, beta 0), the three shapes of a dense layer's step:
+ *   NN  C (m x n) = A (m x k)   B (k x n)      forward      Z  = X W
+ *   TN  C (m x n) = A (k x m)^T B (k x n)      weights      dW = X^T dZ
+ *   NT  C (m x n) = A (m x k)   B (n x k)^T    inputs       dX = dZ W^T
+ * A register tile computes 6 rows x 4 vectors of C (6 x 64 floats, 6 x 32 doubles): each step
+ * p broadcasts 6 elements of op(A)'s column p and multiplies them with 4 vectors of B's row
+ * p (24 accumulators, 24 FMAs per 4 + 6 loads). Products with C under 2 MiB (2^19 floats)
+ * take k blocks of at most 128: per block and per strip of 4 vectors, B's panel (128 rows,
+ * 32 KiB: L1) is packed once and swept
+ * down all rows of C, the C tiles accumulating over the k blocks. Larger NN/TN products pack
+ * B 384 rows by 576 KiB at a time (L2) and sweep those strips with each row tile; larger
+ * NT products take k blocks of up to 1024. NN reads A in place; TN packs A^T into 6-row
+ * panels; NT packs its B^T panels with in-register transposes (16 x 16 floats, 8 x 8
+ * doubles). gemm_impl.h holds the code, written once for both types; this file includes it
+ * per type, after that type's register transpose.
+ * Compared with OpenBLAS (bench/gemm_shapes.py), this wins most where one dimension is small,
+ * as in training steps (float32 at batch 32: forward 0.55-0.65 of OpenBLAS's time, which
+ * packs the whole weight matrix per call), and by 0-12% on large products.
+ * An optional epilogue for the forward product, C = max(C + bias, 0) (relu) or C + bias, is
+ * applied in registers as each tile of C is stored for the last time (NN and TN only).
+ * fastnn_gemm_f32/_f64 return 0 when they did not compute C (nor the epilogue): call BLAS instead. */
+#ifndef FASTNN_GEMM_H
+#define FASTNN_GEMM_H
+#include <stddef.h>
+#include <stdlib.h>
+
+/* Where OpenBLAS is faster (bench/gemm_shapes.py): fewer than 4 rows (its GEMV-like paths). */
+#define FNN_MIN_ROWS 4
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+#define FNN_MR 6
+#define FNN_NV 4
+#define FNN_KC 128
+#define FNN_KC_LARGE 1024
+#define FNN_KC_BLOCKED 384
+
+#define FNN_ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* k split into equal blocks of at most `limit` */
+static inline int fnn_k_block(int k, int limit)
+{
+    int blocks = (k + limit - 1) / limit;
+    return (k + blocks - 1) / blocks;
+}
+
+/* Whether fastnn_gemm_f32/_f64 compute this product (else they return 0 and BLAS should). */
+static int fastnn_gemm_applies(int trans_a, int trans_b, int m, int n, int k)
+{
+    (void)n; (void)k;
+    return !(trans_a && trans_b) && m >= FNN_MIN_ROWS;
+}
+
+#define FNN_T float
+#define FNN_VEC __m512
+#define FNN_MASK __mmask16
+#define FNN_LANES 16
+#define FNN_SFX _ps
+#define FNN_NAME(f) f##_f32
+#define FNN_NC 64
+#define FNN_LARGE_C (1 << 19)
+#define FNN_NB_BLOCKED 384
+/* dst[p * FNN_NC + j] = src[j * lds + p] for j, p < 16, in registers */
+static inline void fnn_transpose_block_f32(float *dst, const float *src, ptrdiff_t lds)
+{
+    __m512 r[16], t[16];
+    for (int q = 0; q < 16; q++)
+        r[q] = _mm512_loadu_ps(src + (ptrdiff_t)q * lds);
+    for (int q = 0; q < 16; q += 2) {
+        t[q] = _mm512_unpacklo_ps(r[q], r[q + 1]);
+        t[q + 1] = _mm512_unpackhi_ps(r[q], r[q + 1]);
+    }
+    for (int q = 0; q < 16; q += 4) {
+        r[q] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[q]), _mm512_castps_pd(t[q + 2])));
+        r[q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[q]), _mm512_castps_pd(t[q + 2])));
+        r[q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[q + 1]), _mm512_castps_pd(t[q + 3])));
+        r[q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[q + 1]), _mm512_castps_pd(t[q + 3])));
+    }
+    /* r[4g + s] holds, in each 128-bit lane L, column 4L + s of rows 4g..4g+3 */
+    for (int s = 0; s < 4; s++) {
+        __m512 a01 = _mm512_shuffle_f32x4(r[s], r[4 + s], 0x44);   /* lanes 0,1 of g0 | g1 */
+        __m512 a23 = _mm512_shuffle_f32x4(r[s], r[4 + s], 0xEE);   /* lanes 2,3 of g0 | g1 */
+        __m512 b01 = _mm512_shuffle_f32x4(r[8 + s], r[12 + s], 0x44);
+        __m512 b23 = _mm512_shuffle_f32x4(r[8 + s], r[12 + s], 0xEE);
+        /* column 4L + s: lane L of g0, g1, g2, g3 */
+        _mm512_storeu_ps(dst + (ptrdiff_t)s * FNN_NC, _mm512_shuffle_f32x4(a01, b01, 0x88));
+        _mm512_storeu_ps(dst + (ptrdiff_t)(4 + s) * FNN_NC, _mm512_shuffle_f32x4(a01, b01, 0xDD));
+        _mm512_storeu_ps(dst + (ptrdiff_t)(8 + s) * FNN_NC, _mm512_shuffle_f32x4(a23, b23, 0x88));
+        _mm512_storeu_ps(dst + (ptrdiff_t)(12 + s) * FNN_NC, _mm512_shuffle_f32x4(a23, b23, 0xDD));
+    }
+}
+
+#include "gemm_impl.h"
+
+#define FNN_T double
+#define FNN_VEC __m512d
+#define FNN_MASK __mmask8
+#define FNN_LANES 8
+#define FNN_SFX _pd
+#define FNN_NAME(f) f##_f64
+#define FNN_NC 32
+#define FNN_LARGE_C (1 << 18)
+#define FNN_NB_BLOCKED 192
+/* dst[p * FNN_NC + j] = src[j * lds + p] for j, p < 8, in registers */
+static inline void fnn_transpose_block_f64(double *dst, const double *src, ptrdiff_t lds)
+{
+    __m512d r[8], t[8], u[8];
+    for (int q = 0; q < 8; q++)
+        r[q] = _mm512_loadu_pd(src + (ptrdiff_t)q * lds);
+    /* t[q], t[q + 1]: 128-bit lane L holds (row q, row q + 1) of column 2L, resp. 2L + 1 */
+    for (int q = 0; q < 8; q += 2) {
+        t[q] = _mm512_unpacklo_pd(r[q], r[q + 1]);
+        t[q + 1] = _mm512_unpackhi_pd(r[q], r[q + 1]);
+    }
+    /* u[4h + s]: columns s and s + 4 of rows 4h..4h+3, as 128-bit lanes (rows 4h, 4h+1 of
+     * column s | of column s + 4 | rows 4h+2, 4h+3 of column s | of column s + 4) */
+    for (int h = 0; h < 2; h++)
+        for (int s = 0; s < 2; s++) {
+            u[4 * h + s] = _mm512_shuffle_f64x2(t[4 * h + s], t[4 * h + 2 + s], 0x88);
+            u[4 * h + 2 + s] = _mm512_shuffle_f64x2(t[4 * h + s], t[4 * h + 2 + s], 0xDD);
+        }
+    for (int s = 0; s < 4; s++) {
+        _mm512_storeu_pd(dst + (ptrdiff_t)s * FNN_NC, _mm512_shuffle_f64x2(u[s], u[4 + s], 0x88));
+        _mm512_storeu_pd(dst + (ptrdiff_t)(s + 4) * FNN_NC, _mm512_shuffle_f64x2(u[s], u[4 + s], 0xDD));
+    }
+}
+
+#include "gemm_impl.h"
+#else
+static int fastnn_gemm_applies(int trans_a, int trans_b, int m, int n, int k)
+{
+    (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k;
+    return 0;
+}
+
+static int fastnn_gemm_f32(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
+                           const float *b, int ldb, float *c, int ldc, const float *bias, int relu)
+{
+    (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)a; (void)lda; (void)b;
+    (void)ldb; (void)c; (void)ldc; (void)bias; (void)relu;
+    return 0;
+}
+
+static int fastnn_gemm_f64(int trans_a, int trans_b, int m, int n, int k, const double *a, int lda,
+                           const double *b, int ldb, double *c, int ldc, const double *bias, int relu)
+{
+    (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)a; (void)lda; (void)b;
+    (void)ldb; (void)c; (void)ldc; (void)bias; (void)relu;
+    return 0;
+}
+#endif
+#endif

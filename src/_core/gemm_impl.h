@@ -1,0 +1,263 @@
+/* The GEMM of gemm.h for one float type; gemm.h includes this file once per type after
+ * defining:
+ *   FNN_T, FNN_VEC, FNN_MASK   float, __m512, __mmask16 or double, __m512d, __mmask8
+ *   FNN_LANES, FNN_SFX         16, _ps or 8, _pd
+ *   FNN_NAME(f)                f##_f32 or f##_f64
+ *   FNN_NC                     columns of a register tile and of a packed strip (FNN_NV vectors)
+ *   FNN_LARGE_C                elements of C (2 MiB) from which NN/TN products take the L2 blocking
+ *   FNN_NB_BLOCKED             columns of B packed per L2 block (384 x 384 floats, 576 KiB)
+ * and FNN_NAME(fnn_transpose_block) (a FNN_LANES x FNN_LANES transpose in registers, into
+ * rows FNN_NC apart). It undefines them at its end. */
+#define FNN_PASTE3(a, b, c) a##b##c
+#define FNN_EXPAND3(a, b, c) FNN_PASTE3(a, b, c)
+#define V(op) FNN_EXPAND3(_mm512_, op, FNN_SFX)       /* V(fmadd) = _mm512_fmadd_ps / _pd */
+#define FNN_FULL ((FNN_MASK)~0u)
+
+/* C[0:mr, 0:LANES nv] (+)= sum_p A[r, p] B[p, :]; A[r, p] at a[r rs_a + p cs_a]; the last
+ * vector of each row is masked by `last` (columns beyond n). bias (when not NULL) is added
+ * and relu applied to the tile as it is stored. */
+FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, const FNN_T *a,
+                                          ptrdiff_t rs_a, ptrdiff_t cs_a, const FNN_T *b, ptrdiff_t ldb,
+                                          FNN_T *c, ptrdiff_t ldc, FNN_MASK last, int accumulate,
+                                          const FNN_T *bias, int relu)
+{
+    FNN_VEC acc[FNN_MR][FNN_NV];
+#pragma GCC unroll 6
+    for (int r = 0; r < mr; r++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) {
+            FNN_MASK k = v == nv - 1 ? last : FNN_FULL;
+            acc[r][v] = accumulate ? V(maskz_loadu)(k, c + r * ldc + FNN_LANES * v) : V(setzero)();
+        }
+    }
+    for (int p = 0; p < kc; p++) {
+        FNN_VEC bv[FNN_NV];
+        const FNN_T *brow = b + p * ldb;
+        const FNN_T *acol = a + p * cs_a;
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            bv[v] = v == nv - 1 ? V(maskz_loadu)(last, brow + FNN_LANES * v) : V(loadu)(brow + FNN_LANES * v);
+#pragma GCC unroll 6
+        for (int r = 0; r < mr; r++) {
+            FNN_VEC av = V(set1)(acol[r * rs_a]);
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++)
+                acc[r][v] = V(fmadd)(av, bv[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < mr; r++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) {
+            FNN_MASK k = v == nv - 1 ? last : FNN_FULL;
+            FNN_VEC x = acc[r][v];
+            if (bias)
+                x = V(add)(x, V(maskz_loadu)(k, bias + FNN_LANES * v));
+            if (relu)   /* x > 0 ? x : 0, NaN included */
+                x = V(max)(x, V(setzero)());
+            V(mask_storeu)(c + r * ldc + FNN_LANES * v, k, x);
+        }
+    }
+}
+
+#define FNN_TILE_CASE(MR_, NV_)                                                                      \
+    case (MR_) * 8 + (NV_):                                                                          \
+        FNN_NAME(fnn_tile)(MR_, NV_, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu); \
+        break;
+#define FNN_TILE_ROW(MR_) FNN_TILE_CASE(MR_, 1) FNN_TILE_CASE(MR_, 2) FNN_TILE_CASE(MR_, 3) FNN_TILE_CASE(MR_, 4)
+
+static void FNN_NAME(fnn_tile_any)(int mr, int nv, int kc, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
+                                   const FNN_T *b, ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc, FNN_MASK last,
+                                   int accumulate, const FNN_T *bias, int relu)
+{
+    switch (mr * 8 + nv) {
+        FNN_TILE_ROW(1) FNN_TILE_ROW(2) FNN_TILE_ROW(3) FNN_TILE_ROW(4) FNN_TILE_ROW(5) FNN_TILE_ROW(6)
+    default:
+        break;
+    }
+}
+
+/* The k block of C (m x n) = A B^T: blocks of 128 keep B^T's panel (128 x FNN_NC) in L1; when
+ * C has FNN_LARGE_C elements (2 MiB, L2) or more, every k block costs a pass over C from L3,
+ * so blocks of up to 1024 (1024 x 2048 x 2048 NT: 136 -> 200 GFLOP/s); a bound of 2^12 cost
+ * batch-32 products 12%. The NN/TN blocking of fnn_gemm_b_rows (B's block in L2) did not
+ * speed these up (1024 x 2048 x 2048: 172-177 either way), so NT keeps this simpler one. */
+static inline int FNN_NAME(fnn_kc_max)(int m, int n, int k)
+{
+    return fnn_k_block(k, (ptrdiff_t)m * n >= FNN_LARGE_C ? FNN_KC_LARGE : FNN_KC);
+}
+
+/* dst[t][p][r] = A[p, t + r] (op(A) = A^T, A row-major with leading dimension lda) for row
+ * tiles t = 0, 6, 12, ...: one contiguous kc x 6 panel per tile, each of its rows one masked
+ * 6-element copy (rows beyond `rows` in the last panel are left unset and never read) */
+static void FNN_NAME(fnn_pack_a)(FNN_T *dst, const FNN_T *a, ptrdiff_t lda, int rows, int kc)
+{
+    for (int t = 0; t < rows; t += FNN_MR) {
+        int mr = rows - t < FNN_MR ? rows - t : FNN_MR;
+        FNN_MASK k = (FNN_MASK)((1u << mr) - 1u);
+        FNN_T *d = dst + (ptrdiff_t)t * kc;
+        const FNN_T *src = a + t;
+        for (int p = 0; p < kc; p++)
+            V(mask_storeu)(d + p * FNN_MR, k, V(maskz_loadu)(k, src + p * lda));
+    }
+}
+
+/* The columns of the (at most) FNN_NC-column strip starting at column j0 of n; *nv its
+ * vectors, *last the mask of its last vector (columns beyond n off). */
+static inline int FNN_NAME(fnn_strip)(int n, int j0, int *nv, FNN_MASK *last)
+{
+    int cols = n - j0 < FNN_NC ? n - j0 : FNN_NC;
+    *nv = (cols + FNN_LANES - 1) / FNN_LANES;
+    *last = cols % FNN_LANES ? (FNN_MASK)((1u << (cols % FNN_LANES)) - 1u) : FNN_FULL;
+    return cols;
+}
+
+/* C = op(A) B with op(A)[i, p] = a[i rs_a + p cs_a] and B (k x n) row-major. Per k block, B is
+ * packed nb columns at a time (strips of kc x FNN_NC, contiguous) and each 6-row tile of op(A)
+ * sweeps those strips; op(A) is packed into 6-row panels when it is read transposed and reused
+ * by several strips (m x kc). Two blockings (bench/gemm_shapes.py, GFLOP/s measured side by
+ * side in a C harness, float32):
+ *   C below FNN_LARGE_C elements (2 MiB, L2): kc <= 128, nb = FNN_NC: the strip's panel
+ *     (32 KiB) stays in L1 for every row of C, and C in L2 across the k blocks;
+ *   larger C: kc <= 384, nb = FNN_NB_BLOCKED: B's block (576 KiB) in L2, each tile's 6 x 384
+ *     of op(A) in L1, C passed over k / 384 times. Against the first blocking with k blocks of
+ *     up to 1024 (its rule for such C until then): 2048 x 1024 x 2048 TN 159 -> 174-179,
+ *     784 x 1024 x 2048 TN 161 -> 178, 1024 x 2048 x 2048 NN 169-176 -> 177-178. From 2^18
+ *     elements it was mixed (1024 x 512 x 256 NN 178 -> 206, 784 x 128 x 512 TN 190 -> 177),
+ *     below that it lost.
+ * Both buffers are on the heap; returns 0 when one is unavailable. */
+static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
+                                     const FNN_T *b, ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc,
+                                     const FNN_T *bias, int relu)
+{
+    int large = (ptrdiff_t)m * n >= FNN_LARGE_C;
+    int kc_max = fnn_k_block(k, large ? FNN_KC_BLOCKED : FNN_KC);
+    int nb = large ? FNN_NB_BLOCKED : FNN_NC;
+    int pack_a = rs_a == 1 && cs_a != 1 && n > FNN_NC;
+    FNN_T *bpack = aligned_alloc(64, (size_t)kc_max * nb * sizeof(FNN_T));
+    /* aligned_alloc wants a size that is a multiple of the alignment: round rows up to 16 */
+    FNN_T *apack = pack_a ? aligned_alloc(64, (size_t)kc_max * ((m + FNN_MR + 15) / 16 * 16) * sizeof(FNN_T)) : NULL;
+    if (!bpack || (pack_a && !apack)) {
+        free(bpack);
+        free(apack);
+        return 0;
+    }
+    for (int p0 = 0; p0 < k; p0 += kc_max) {
+        int kc = k - p0 < kc_max ? k - p0 : kc_max;
+        int final = p0 + kc == k;
+        if (pack_a)
+            FNN_NAME(fnn_pack_a)(apack, a + p0 * cs_a, cs_a, m, kc);
+        for (int jb = 0; jb < n; jb += nb) {
+            int jend = n - jb < nb ? n : jb + nb;
+            for (int j0 = jb; j0 < jend; j0 += FNN_NC) {
+                int nv;
+                FNN_MASK last;
+                FNN_NAME(fnn_strip)(n, j0, &nv, &last);
+                FNN_T *strip = bpack + (ptrdiff_t)(j0 - jb) * kc;
+                const FNN_T *bsrc = b + p0 * ldb + j0;
+                for (int p = 0; p < kc; p++)
+                    for (int v = 0; v < nv; v++)
+                        V(store)(strip + p * FNN_NC + FNN_LANES * v,
+                                 V(maskz_loadu)(v == nv - 1 ? last : FNN_FULL, bsrc + p * ldb + FNN_LANES * v));
+            }
+            for (int i0 = 0; i0 < m; i0 += FNN_MR) {
+                int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
+                const FNN_T *a_tile = pack_a ? apack + (ptrdiff_t)i0 * kc : a + i0 * rs_a + p0 * cs_a;
+                ptrdiff_t rs = pack_a ? 1 : rs_a, cs = pack_a ? FNN_MR : cs_a;
+                for (int j0 = jb; j0 < jend; j0 += FNN_NC) {
+                    int nv;
+                    FNN_MASK last;
+                    FNN_NAME(fnn_strip)(n, j0, &nv, &last);
+                    FNN_NAME(fnn_tile_any)(mr, nv, kc, a_tile, rs, cs, bpack + (ptrdiff_t)(j0 - jb) * kc, FNN_NC,
+                                           c + i0 * ldc + j0, ldc, last, p0 > 0, final && bias ? bias + j0 : NULL,
+                                           final && relu);
+                }
+            }
+        }
+    }
+    free(apack);
+    free(bpack);
+    return 1;
+}
+
+/* dst[p * FNN_NC + j] = src[j * lds + p] for j < cols, p < kc: FNN_LANES x FNN_LANES blocks
+ * transposed in registers, the edges element by element. */
+static void FNN_NAME(fnn_pack_transposed)(FNN_T *dst, const FNN_T *src, ptrdiff_t lds, int cols, int kc)
+{
+    int j = 0;
+    for (; j + FNN_LANES <= cols; j += FNN_LANES) {
+        int p = 0;
+        for (; p + FNN_LANES <= kc; p += FNN_LANES)
+            FNN_NAME(fnn_transpose_block)(dst + (ptrdiff_t)p * FNN_NC + j, src + (ptrdiff_t)j * lds + p, lds);
+        for (; p < kc; p++)
+            for (int q = 0; q < FNN_LANES; q++)
+                dst[(ptrdiff_t)p * FNN_NC + j + q] = src[(ptrdiff_t)(j + q) * lds + p];
+    }
+    for (; j < cols; j++)
+        for (int p = 0; p < kc; p++)
+            dst[(ptrdiff_t)p * FNN_NC + j] = src[(ptrdiff_t)j * lds + p];
+}
+
+/* C = A B^T, A (m x k), B (n x k): per FNN_NC-column strip and k block, B^T's panel
+ * (kc x FNN_NC) packed on the heap and swept down all rows of C. Returns 0 when the buffer
+ * is unavailable. */
+static int FNN_NAME(fnn_gemm_nt)(int m, int n, int k, const FNN_T *a, ptrdiff_t lda, const FNN_T *b,
+                                 ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc)
+{
+    int kc_max = FNN_NAME(fnn_kc_max)(m, n, k);
+    FNN_T *panel = aligned_alloc(64, (size_t)kc_max * FNN_NC * sizeof(FNN_T));
+    if (!panel)
+        return 0;
+    for (int j0 = 0; j0 < n; j0 += FNN_NC) {
+        int nv;
+        FNN_MASK last;
+        int cols = FNN_NAME(fnn_strip)(n, j0, &nv, &last);
+        for (int p0 = 0; p0 < k; p0 += kc_max) {
+            int kc = k - p0 < kc_max ? k - p0 : kc_max;
+            FNN_NAME(fnn_pack_transposed)(panel, b + (ptrdiff_t)j0 * ldb + p0, ldb, cols, kc);
+            for (int i0 = 0; i0 < m; i0 += FNN_MR) {
+                int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
+                FNN_NAME(fnn_tile_any)(mr, nv, kc, a + i0 * lda + p0, lda, 1, panel, FNN_NC,
+                                       c + i0 * ldc + j0, ldc, last, p0 > 0, NULL, 0);
+            }
+        }
+    }
+    free(panel);
+    return 1;
+}
+
+/* C = op(A) op(B), optionally finished as C + bias or max(C + bias, 0) (NN and TN only).
+ * Returns 0 when it did not compute C: call BLAS instead. */
+static int FNN_NAME(fastnn_gemm)(int trans_a, int trans_b, int m, int n, int k, const FNN_T *a, int lda,
+                                 const FNN_T *b, int ldb, FNN_T *c, int ldc, const FNN_T *bias, int relu)
+{
+    if (!fastnn_gemm_applies(trans_a, trans_b, m, n, k) || ((bias || relu) && (trans_b || k <= 0)))
+        return 0;
+    if (k <= 0) {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                c[(ptrdiff_t)i * ldc + j] = 0;
+        return 1;
+    }
+    if (trans_b)
+        return FNN_NAME(fnn_gemm_nt)(m, n, k, a, lda, b, ldb, c, ldc);
+    if (trans_a)
+        return FNN_NAME(fnn_gemm_b_rows)(m, n, k, a, 1, lda, b, ldb, c, ldc, bias, relu);
+    return FNN_NAME(fnn_gemm_b_rows)(m, n, k, a, lda, 1, b, ldb, c, ldc, bias, relu);
+}
+
+#undef FNN_TILE_ROW
+#undef FNN_TILE_CASE
+#undef FNN_FULL
+#undef V
+#undef FNN_EXPAND3
+#undef FNN_PASTE3
+#undef FNN_T
+#undef FNN_VEC
+#undef FNN_MASK
+#undef FNN_LANES
+#undef FNN_SFX
+#undef FNN_NAME
+#undef FNN_NC
+#undef FNN_LARGE_C
+#undef FNN_NB_BLOCKED
