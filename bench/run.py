@@ -8,7 +8,7 @@ hidden layers, 10 classes, softmax cross-entropy, Adam) through:
   fastnn      model.train_step(X, y) (public API, validation included)
   gemm        exactly the step's matrix products (forward X W, backward X^T dZ and dZ W^T)
               into preallocated outputs, the faster of: the GEMM fastnn's layers call (its
-              own AVX-512 float32 kernels where they apply, else scipy's OpenBLAS), split
+              own AVX-512 kernels where they apply, else scipy's OpenBLAS), split
               over the threads as the layers split it; and OpenBLAS alone, threaded by
               itself (column own/openblas compares the two): the roofline
   torch       PyTorch eager with Adam(fused=True), and with the default (foreach) Adam

@@ -46,7 +46,7 @@ cdef inline bint gemm(bint trans_a, bint trans_b, int m, int n, int k,
 
     bias / relu ask fastnn's kernel to finish C as C + bias, or max(C + bias, 0), in
     registers; returns whether that was done (False: BLAS computed the bare product)."""
-    cdef int done = False
+    cdef bint done = False
     if m <= 0 or n <= 0:
         return True
     if alpha == 1 and beta == 0:

@@ -6,14 +6,14 @@ Backward dZ = dA * f'(Z)                  (in place in dA)
 
 Each GEMM is split into one block per OpenMP thread (a product too small to repay a
 second thread, under MIN_FLOPS_PER_THREAD each, stays whole), and each thread runs a
-single-threaded GEMM on its block (fastnn's float32 kernel where it applies, else BLAS:
+single-threaded GEMM on its block (fastnn's own kernel where it applies, else BLAS:
 see _blas.pxd), so only one thread pool is ever active (OpenBLAS's own threads and
 libgomp's spin against each other when they alternate).
 A block is a range of rows or of columns of the product, whichever makes the threads
 share the smaller operand: a row split makes every thread pack all of the right-hand
 matrix, a column split all of the left-hand one (measured: splitting the forward GEMM
 by rows cost mnist-256 on 2 threads 29% over OpenBLAS's own threading). The bias and
-activation are applied inside the float32 GEMM for ReLU and identity, else to each block
+activation are applied inside fastnn's GEMM for ReLU and identity, else to each block
 right after its GEMM. dZ comes from one pass over dY by chunks of ROW_CHUNK rows, each of
 which also sums its rows of dZ per column; db adds those chunk sums in chunk order. Every
 element of dW and db is thus summed over the whole batch in one fixed order, whatever the

@@ -116,7 +116,7 @@ class Sequential:
 
     def _blas_guard(self, *row_counts):
         """blas_single_threaded if a pass over any of these numbers of rows calls BLAS
-        (float64, or products that fastnn's own float32 kernels leave to BLAS), else a no-op
+        (products that fastnn's own kernels leave to BLAS), else a no-op
         context: limiting BLAS's threads and restoring them around every train_step cost 2%
         of a 2-thread step (the restored OpenBLAS workers spin on the cores fastnn's threads
         need)."""

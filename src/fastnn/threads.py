@@ -1,7 +1,7 @@
 """Thread control: one setting for fastnn's OpenMP kernels, BLAS kept single-threaded inside.
 
 fastnn parallelizes over row and column blocks itself and runs one single-threaded GEMM
-per OpenMP thread (its own float32 kernel, or BLAS), so that only one thread pool is ever
+per OpenMP thread (its own kernel, or BLAS), so that only one thread pool is ever
 active (two pools that alternate, OpenMP's and OpenBLAS's, spin against each other). BLAS
 threads are limited with threadpoolctl only while fastnn runs passes that call BLAS, and
 restored afterwards.
