@@ -10,7 +10,7 @@
  * rows FNN_NC apart). It undefines them at its end. */
 #define FNN_PASTE3(a, b, c) a##b##c
 #define FNN_EXPAND3(a, b, c) FNN_PASTE3(a, b, c)
-#define V(op) FNN_EXPAND3(_mm512_, op, FNN_SFX)       /* V(fmadd) = _mm512_fmadd_ps / _pd */
+#define FNN_OP(op) FNN_EXPAND3(_mm512_, op, FNN_SFX)       /* FNN_OP(fmadd) = _mm512_fmadd_ps / _pd */
 #define FNN_FULL ((FNN_MASK)~0u)
 
 /* C[0:mr, 0:LANES nv] (+)= sum_p A[r, p] B[p, :]; A[r, p] at a[r rs_a + p cs_a]; the last
@@ -27,7 +27,7 @@ FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, co
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++) {
             FNN_MASK k = v == nv - 1 ? last : FNN_FULL;
-            acc[r][v] = accumulate ? V(maskz_loadu)(k, c + r * ldc + FNN_LANES * v) : V(setzero)();
+            acc[r][v] = accumulate ? FNN_OP(maskz_loadu)(k, c + r * ldc + FNN_LANES * v) : FNN_OP(setzero)();
         }
     }
     for (int p = 0; p < kc; p++) {
@@ -36,13 +36,13 @@ FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, co
         const FNN_T *acol = a + p * cs_a;
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++)
-            bv[v] = v == nv - 1 ? V(maskz_loadu)(last, brow + FNN_LANES * v) : V(loadu)(brow + FNN_LANES * v);
+            bv[v] = v == nv - 1 ? FNN_OP(maskz_loadu)(last, brow + FNN_LANES * v) : FNN_OP(loadu)(brow + FNN_LANES * v);
 #pragma GCC unroll 6
         for (int r = 0; r < mr; r++) {
-            FNN_VEC av = V(set1)(acol[r * rs_a]);
+            FNN_VEC av = FNN_OP(set1)(acol[r * rs_a]);
 #pragma GCC unroll 4
             for (int v = 0; v < nv; v++)
-                acc[r][v] = V(fmadd)(av, bv[v], acc[r][v]);
+                acc[r][v] = FNN_OP(fmadd)(av, bv[v], acc[r][v]);
         }
     }
 #pragma GCC unroll 6
@@ -52,10 +52,10 @@ FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, co
             FNN_MASK k = v == nv - 1 ? last : FNN_FULL;
             FNN_VEC x = acc[r][v];
             if (bias)
-                x = V(add)(x, V(maskz_loadu)(k, bias + FNN_LANES * v));
+                x = FNN_OP(add)(x, FNN_OP(maskz_loadu)(k, bias + FNN_LANES * v));
             if (relu)   /* x > 0 ? x : 0, NaN included */
-                x = V(max)(x, V(setzero)());
-            V(mask_storeu)(c + r * ldc + FNN_LANES * v, k, x);
+                x = FNN_OP(max)(x, FNN_OP(setzero)());
+            FNN_OP(mask_storeu)(c + r * ldc + FNN_LANES * v, k, x);
         }
     }
 }
@@ -98,7 +98,7 @@ static void FNN_NAME(fnn_pack_a)(FNN_T *dst, const FNN_T *a, ptrdiff_t lda, int 
         FNN_T *d = dst + (ptrdiff_t)t * kc;
         const FNN_T *src = a + t;
         for (int p = 0; p < kc; p++)
-            V(mask_storeu)(d + p * FNN_MR, k, V(maskz_loadu)(k, src + p * lda));
+            FNN_OP(mask_storeu)(d + p * FNN_MR, k, FNN_OP(maskz_loadu)(k, src + p * lda));
     }
 }
 
@@ -157,8 +157,8 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
                 const FNN_T *bsrc = b + p0 * ldb + j0;
                 for (int p = 0; p < kc; p++)
                     for (int v = 0; v < nv; v++)
-                        V(store)(strip + p * FNN_NC + FNN_LANES * v,
-                                 V(maskz_loadu)(v == nv - 1 ? last : FNN_FULL, bsrc + p * ldb + FNN_LANES * v));
+                        FNN_OP(store)(strip + p * FNN_NC + FNN_LANES * v,
+                                 FNN_OP(maskz_loadu)(v == nv - 1 ? last : FNN_FULL, bsrc + p * ldb + FNN_LANES * v));
             }
             for (int i0 = 0; i0 < m; i0 += FNN_MR) {
                 int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
@@ -249,7 +249,7 @@ static int FNN_NAME(fastnn_gemm)(int trans_a, int trans_b, int m, int n, int k, 
 #undef FNN_TILE_ROW
 #undef FNN_TILE_CASE
 #undef FNN_FULL
-#undef V
+#undef FNN_OP
 #undef FNN_EXPAND3
 #undef FNN_PASTE3
 #undef FNN_T

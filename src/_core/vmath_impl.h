@@ -13,9 +13,9 @@
  * loop over libm. */
 #define FNN_PASTE3(a, b, c) a##b##c
 #define FNN_EXPAND3(a, b, c) FNN_PASTE3(a, b, c)
-#define V(op) FNN_EXPAND3(_mm512_, op, FNN_SFX)       /* V(fmadd) = _mm512_fmadd_ps / _pd */
-#define VCMP(a, b, pred) FNN_EXPAND3(_mm512_cmp, FNN_SFX, _mask)(a, b, pred)
-#define C(x) V(set1)((FNN_T)(x))
+#define FNN_OP(op) FNN_EXPAND3(_mm512_, op, FNN_SFX)       /* FNN_OP(fmadd) = _mm512_fmadd_ps / _pd */
+#define FNN_CMP(a, b, pred) FNN_EXPAND3(_mm512_cmp, FNN_SFX, _mask)(a, b, pred)
+#define FNN_SET1(x) FNN_OP(set1)((FNN_T)(x))
 
 #if defined(__AVX512F__)
 /* the lanes of one step over `left` remaining elements */
@@ -27,14 +27,15 @@ static inline FNN_MASK FNN_NAME(fnn_mask)(ptrdiff_t left)
 /* x clamped to [lo, hi], NaN kept (max/min return their second operand on NaN) */
 static inline FNN_VEC FNN_NAME(fnn_clamp)(FNN_VEC x, FNN_T lo, FNN_T hi)
 {
-    return V(min)(C(hi), V(max)(C(lo), x));
+    return FNN_OP(min)(FNN_SET1(hi), FNN_OP(max)(FNN_SET1(lo), x));
 }
 
 /* n = round(x / ln 2) and r = x - n ln 2 */
 static inline FNN_VEC FNN_NAME(fnn_reduce)(FNN_VEC x, FNN_VEC *r)
 {
-    FNN_VEC n = V(roundscale)(V(mul)(x, C(1.44269504088896340736)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    *r = V(fnmadd)(n, C(FNN_LN2_LO), V(fnmadd)(n, C(FNN_LN2_HI), x));
+    FNN_VEC n = FNN_OP(roundscale)(FNN_OP(mul)(x, FNN_SET1(1.44269504088896340736)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    *r = FNN_OP(fnmadd)(n, FNN_SET1(FNN_LN2_LO), FNN_OP(fnmadd)(n, FNN_SET1(FNN_LN2_HI), x));
     return n;
 }
 
@@ -42,57 +43,57 @@ static inline FNN_VEC FNN_NAME(fnn_reduce)(FNN_VEC x, FNN_VEC *r)
 static inline FNN_VEC FNN_NAME(fnn_expm1_reduced)(FNN_VEC r)
 {
     static const FNN_T coeffs[] = {FNN_EXPM1_COEFFS};
-    FNN_VEC q = C(coeffs[0]);
+    FNN_VEC q = FNN_SET1(coeffs[0]);
     for (size_t i = 1; i < sizeof coeffs / sizeof coeffs[0]; i++)
-        q = V(fmadd)(q, r, C(coeffs[i]));
-    return V(fmadd)(V(mul)(q, r), r, r);
+        q = FNN_OP(fmadd)(q, r, FNN_SET1(coeffs[i]));
+    return FNN_OP(fmadd)(FNN_OP(mul)(q, r), r, r);
 }
 
 static inline FNN_VEC FNN_NAME(fnn_exp)(FNN_VEC x)
 {
     FNN_VEC r, n = FNN_NAME(fnn_reduce)(FNN_NAME(fnn_clamp)(x, FNN_EXP_MIN, FNN_EXP_MAX), &r);
-    return V(scalef)(V(add)(FNN_NAME(fnn_expm1_reduced)(r), C(1)), n);
+    return FNN_OP(scalef)(FNN_OP(add)(FNN_NAME(fnn_expm1_reduced)(r), FNN_SET1(1)), n);
 }
 
 /* 2^n (e^r - 1) + (2^n - 1): n = 0 (|x| < ln(2)/2) keeps full relative precision near 0 */
 static inline FNN_VEC FNN_NAME(fnn_expm1)(FNN_VEC x)
 {
     FNN_VEC r, n = FNN_NAME(fnn_reduce)(FNN_NAME(fnn_clamp)(x, FNN_EXP_MIN, FNN_EXP_MAX), &r);
-    FNN_VEC t = V(scalef)(C(1), n);            /* 2^n, exact */
-    return V(fmadd)(t, FNN_NAME(fnn_expm1_reduced)(r), V(sub)(t, C(1)));
+    FNN_VEC t = FNN_OP(scalef)(FNN_SET1(1), n);            /* 2^n, exact */
+    return FNN_OP(fmadd)(t, FNN_NAME(fnn_expm1_reduced)(r), FNN_OP(sub)(t, FNN_SET1(1)));
 }
 
 /* log(1 + u) for u > -1 */
 static inline FNN_VEC FNN_NAME(fnn_log1p)(FNN_VEC u)
 {
     static const FNN_T coeffs[] = {FNN_ATANH_COEFFS};
-    FNN_VEC w = V(add)(C(1), u);
-    FNN_VEC m = V(getmant)(w, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src);  /* w = m 2^e */
-    FNN_VEC e = V(getexp)(w);
-    FNN_MASK big = VCMP(m, C(1.5), _CMP_GE_OQ);
-    m = V(mask_mul)(m, big, m, C(0.5));
-    e = V(mask_add)(e, big, e, C(1));
-    FNN_VEC s = V(div)(V(sub)(m, C(1)), V(add)(m, C(1)));
-    FNN_VEC s2 = V(mul)(s, s);
-    FNN_VEC p = C(coeffs[0]);
+    FNN_VEC w = FNN_OP(add)(FNN_SET1(1), u);
+    FNN_VEC m = FNN_OP(getmant)(w, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src);  /* w = m 2^e */
+    FNN_VEC e = FNN_OP(getexp)(w);
+    FNN_MASK big = FNN_CMP(m, FNN_SET1(1.5), _CMP_GE_OQ);
+    m = FNN_OP(mask_mul)(m, big, m, FNN_SET1(0.5));
+    e = FNN_OP(mask_add)(e, big, e, FNN_SET1(1));
+    FNN_VEC s = FNN_OP(div)(FNN_OP(sub)(m, FNN_SET1(1)), FNN_OP(add)(m, FNN_SET1(1)));
+    FNN_VEC s2 = FNN_OP(mul)(s, s);
+    FNN_VEC p = FNN_SET1(coeffs[0]);
     for (size_t i = 1; i < sizeof coeffs / sizeof coeffs[0]; i++)
-        p = V(fmadd)(p, s2, C(coeffs[i]));
-    FNN_VEC log_m = V(fmadd)(V(mul)(p, s2), s, V(add)(s, s));
-    FNN_VEC rounding = V(div)(V(sub)(u, V(sub)(w, C(1))), w);
-    FNN_VEC low = V(fmadd)(e, C(FNN_LN2_LO), V(add)(log_m, rounding));
-    return V(fmadd)(e, C(FNN_LN2_HI), low);
+        p = FNN_OP(fmadd)(p, s2, FNN_SET1(coeffs[i]));
+    FNN_VEC log_m = FNN_OP(fmadd)(FNN_OP(mul)(p, s2), s, FNN_OP(add)(s, s));
+    FNN_VEC rounding = FNN_OP(div)(FNN_OP(sub)(u, FNN_OP(sub)(w, FNN_SET1(1))), w);
+    FNN_VEC low = FNN_OP(fmadd)(e, FNN_SET1(FNN_LN2_LO), FNN_OP(add)(log_m, rounding));
+    return FNN_OP(fmadd)(e, FNN_SET1(FNN_LN2_HI), low);
 }
 
 /* sigmoid(x) and 1 - sigmoid(x) = sigmoid(-x), each accurate: with e = e^-|x| and
  * r = 1 / (1 + e), one of them is r and the other e r (no overflow, tiny values kept) */
 static inline FNN_VEC FNN_NAME(fnn_sigmoid_pair)(FNN_VEC x, FNN_VEC *complement)
 {
-    FNN_VEC e = FNN_NAME(fnn_exp)(V(sub)(V(setzero)(), V(abs)(x)));
-    FNN_VEC r = V(div)(C(1), V(add)(C(1), e));
-    FNN_VEC er = V(mul)(e, r);
-    FNN_MASK neg = VCMP(x, V(setzero)(), _CMP_LT_OQ);
-    *complement = V(mask_mov)(er, neg, r);
-    return V(mask_mov)(r, neg, er);
+    FNN_VEC e = FNN_NAME(fnn_exp)(FNN_OP(sub)(FNN_OP(setzero)(), FNN_OP(abs)(x)));
+    FNN_VEC r = FNN_OP(div)(FNN_SET1(1), FNN_OP(add)(FNN_SET1(1), e));
+    FNN_VEC er = FNN_OP(mul)(e, r);
+    FNN_MASK neg = FNN_CMP(x, FNN_OP(setzero)(), _CMP_LT_OQ);
+    *complement = FNN_OP(mask_mov)(er, neg, r);
+    return FNN_OP(mask_mov)(r, neg, er);
 }
 
 static inline FNN_VEC FNN_NAME(fnn_sigmoid)(FNN_VEC x)
@@ -103,8 +104,8 @@ static inline FNN_VEC FNN_NAME(fnn_sigmoid)(FNN_VEC x)
 
 static inline FNN_VEC FNN_NAME(fnn_tanh)(FNN_VEC x)
 {
-    FNN_VEC t = FNN_NAME(fnn_expm1)(V(mul)(V(abs)(x), C(-2)));        /* in (-1, 0] */
-    FNN_VEC th = V(div)(V(sub)(V(setzero)(), t), V(add)(t, C(2)));
+    FNN_VEC t = FNN_NAME(fnn_expm1)(FNN_OP(mul)(FNN_OP(abs)(x), FNN_SET1(-2)));        /* in (-1, 0] */
+    FNN_VEC th = FNN_OP(div)(FNN_OP(sub)(FNN_OP(setzero)(), t), FNN_OP(add)(t, FNN_SET1(2)));
     /* sign of x back on |tanh x| */
     return FNN_FROM_BITS(_mm512_or_si512(FNN_BITS(th), _mm512_and_si512(FNN_BITS(x), FNN_SIGN_BITS)));
 }
@@ -112,8 +113,8 @@ static inline FNN_VEC FNN_NAME(fnn_tanh)(FNN_VEC x)
 /* log(1 + e^x) = max(x, 0) + log1p(e^-|x|), NaN kept */
 static inline FNN_VEC FNN_NAME(fnn_softplus)(FNN_VEC x)
 {
-    FNN_VEC tail = FNN_NAME(fnn_log1p)(FNN_NAME(fnn_exp)(V(sub)(V(setzero)(), V(abs)(x))));
-    return V(add)(V(max)(V(setzero)(), x), tail);
+    FNN_VEC tail = FNN_NAME(fnn_log1p)(FNN_NAME(fnn_exp)(FNN_OP(sub)(FNN_OP(setzero)(), FNN_OP(abs)(x))));
+    return FNN_OP(add)(FNN_OP(max)(FNN_OP(setzero)(), x), tail);
 }
 
 static inline FNN_VEC FNN_NAME(fnn_act)(FNN_VEC z, int kind, FNN_T a)
@@ -124,44 +125,45 @@ static inline FNN_VEC FNN_NAME(fnn_act)(FNN_VEC z, int kind, FNN_T a)
     case FNN_TANH:
         return FNN_NAME(fnn_tanh)(z);
     case FNN_ELU:
-        return V(mask_mov)(V(mul)(C(a), FNN_NAME(fnn_expm1)(z)), VCMP(z, V(setzero)(), _CMP_GT_OQ), z);
+        return FNN_OP(mask_mov)(FNN_OP(mul)(FNN_SET1(a), FNN_NAME(fnn_expm1)(z)),
+                                FNN_CMP(z, FNN_OP(setzero)(), _CMP_GT_OQ), z);
     case FNN_SOFTPLUS:
-        return V(div)(FNN_NAME(fnn_softplus)(V(mul)(C(a), z)), C(a));
+        return FNN_OP(div)(FNN_NAME(fnn_softplus)(FNN_OP(mul)(FNN_SET1(a), z)), FNN_SET1(a));
     case FNN_LEAKY_RELU:
-        return V(mask_mov)(V(mul)(C(a), z), VCMP(z, V(setzero)(), _CMP_GT_OQ), z);
+        return FNN_OP(mask_mov)(FNN_OP(mul)(FNN_SET1(a), z), FNN_CMP(z, FNN_OP(setzero)(), _CMP_GT_OQ), z);
     case FNN_HARD_TANH:
         return FNN_NAME(fnn_clamp)(z, -1, 1);
     default: /* FNN_SWISH */
-        return V(mul)(z, FNN_NAME(fnn_sigmoid)(V(mul)(C(a), z)));
+        return FNN_OP(mul)(z, FNN_NAME(fnn_sigmoid)(FNN_OP(mul)(FNN_SET1(a), z)));
     }
 }
 
 /* f'(z) from z, or from y = f(z) where it follows from y alone (all but swish) */
 static inline FNN_VEC FNN_NAME(fnn_act_derivative)(FNN_VEC z, FNN_VEC y, int from_z, int kind, FNN_T a)
 {
-    const FNN_VEC one = C(1), zero = V(setzero)();
+    const FNN_VEC one = FNN_SET1(1), zero = FNN_OP(setzero)();
     FNN_VEC x = from_z ? z : y;   /* leaky relu and hard tanh: same test on either */
     switch (kind) {
     case FNN_LEAKY_RELU:
-        return V(mask_mov)(C(a), VCMP(x, zero, _CMP_GT_OQ), one);
+        return FNN_OP(mask_mov)(FNN_SET1(a), FNN_CMP(x, zero, _CMP_GT_OQ), one);
     case FNN_HARD_TANH:
-        return V(maskz_mov)(VCMP(x, C(-1), _CMP_GT_OQ) & VCMP(x, one, _CMP_LT_OQ), one);
+        return FNN_OP(maskz_mov)(FNN_CMP(x, FNN_SET1(-1), _CMP_GT_OQ) & FNN_CMP(x, one, _CMP_LT_OQ), one);
     case FNN_SIGMOID:
-        return V(mul)(y, V(sub)(one, y));
+        return FNN_OP(mul)(y, FNN_OP(sub)(one, y));
     case FNN_TANH:
-        return V(fnmadd)(y, y, one);
+        return FNN_OP(fnmadd)(y, y, one);
     case FNN_ELU:
         if (from_z)
-            return V(mask_mov)(V(mul)(C(a), FNN_NAME(fnn_exp)(z)), VCMP(z, zero, _CMP_GT_OQ), one);
-        return V(mask_mov)(V(add)(y, C(a)), VCMP(y, zero, _CMP_GT_OQ), one);
+            return FNN_OP(mask_mov)(FNN_OP(mul)(FNN_SET1(a), FNN_NAME(fnn_exp)(z)), FNN_CMP(z, zero, _CMP_GT_OQ), one);
+        return FNN_OP(mask_mov)(FNN_OP(add)(y, FNN_SET1(a)), FNN_CMP(y, zero, _CMP_GT_OQ), one);
     case FNN_SOFTPLUS:
         if (from_z)
-            return FNN_NAME(fnn_sigmoid)(V(mul)(C(a), z));
-        return V(sub)(zero, FNN_NAME(fnn_expm1)(V(mul)(C(-a), y)));
+            return FNN_NAME(fnn_sigmoid)(FNN_OP(mul)(FNN_SET1(a), z));
+        return FNN_OP(sub)(zero, FNN_NAME(fnn_expm1)(FNN_OP(mul)(FNN_SET1(-a), y)));
     default: { /* FNN_SWISH: s (1 + a z (1 - s)), s = sigmoid(a z) */
-        FNN_VEC az = V(mul)(C(a), z), complement;
+        FNN_VEC az = FNN_OP(mul)(FNN_SET1(a), z), complement;
         FNN_VEC s = FNN_NAME(fnn_sigmoid_pair)(az, &complement);
-        return V(mul)(s, V(fmadd)(az, complement, one));
+        return FNN_OP(mul)(s, FNN_OP(fmadd)(az, complement, one));
     }
     }
 }
@@ -170,20 +172,20 @@ static inline FNN_VEC FNN_NAME(fnn_act_derivative)(FNN_VEC z, FNN_VEC y, int fro
  * sum and stores max z */
 static FNN_T FNN_NAME(fnn_exp_shifted)(const FNN_T *z, FNN_T *e, ptrdiff_t k, FNN_T *row_max)
 {
-    FNN_VEC vmax = C(-INFINITY), sum = V(setzero)();
+    FNN_VEC vmax = FNN_SET1(-INFINITY), sum = FNN_OP(setzero)();
     for (ptrdiff_t j = 0; j < k; j += FNN_LANES) {
         FNN_MASK mask = FNN_NAME(fnn_mask)(k - j);
-        vmax = V(mask_max)(vmax, mask, V(maskz_loadu)(mask, z + j), vmax);
+        vmax = FNN_OP(mask_max)(vmax, mask, FNN_OP(maskz_loadu)(mask, z + j), vmax);
     }
-    FNN_T m = V(reduce_max)(vmax);
+    FNN_T m = FNN_OP(reduce_max)(vmax);
     for (ptrdiff_t j = 0; j < k; j += FNN_LANES) {
         FNN_MASK mask = FNN_NAME(fnn_mask)(k - j);
-        FNN_VEC ej = FNN_NAME(fnn_exp)(V(sub)(V(maskz_loadu)(mask, z + j), C(m)));
-        V(mask_storeu)(e + j, mask, ej);
-        sum = V(mask_add)(sum, mask, sum, ej);
+        FNN_VEC ej = FNN_NAME(fnn_exp)(FNN_OP(sub)(FNN_OP(maskz_loadu)(mask, z + j), FNN_SET1(m)));
+        FNN_OP(mask_storeu)(e + j, mask, ej);
+        sum = FNN_OP(mask_add)(sum, mask, sum, ej);
     }
     *row_max = m;
-    return V(reduce_add)(sum);
+    return FNN_OP(reduce_add)(sum);
 }
 
 /* Binary cross-entropy on logits over one row: g[j] = scale (sigmoid(z[j]) - t[j]); returns
@@ -193,9 +195,9 @@ static double FNN_NAME(fnn_bce_row)(const FNN_T *z, const FNN_T *t, FNN_T *g, pt
     __m512d total = _mm512_setzero_pd();
     for (ptrdiff_t j = 0; j < k; j += FNN_LANES) {
         FNN_MASK mask = FNN_NAME(fnn_mask)(k - j);
-        FNN_VEC zv = V(maskz_loadu)(mask, z + j), tv = V(maskz_loadu)(mask, t + j);
-        V(mask_storeu)(g + j, mask, V(mul)(C(scale), V(sub)(FNN_NAME(fnn_sigmoid)(zv), tv)));
-        total = FNN_NAME(fnn_add_pd)(total, V(maskz_sub)(mask, FNN_NAME(fnn_softplus)(zv), V(mul)(zv, tv)));
+        FNN_VEC zv = FNN_OP(maskz_loadu)(mask, z + j), tv = FNN_OP(maskz_loadu)(mask, t + j);
+        FNN_OP(mask_storeu)(g + j, mask, FNN_OP(mul)(FNN_SET1(scale), FNN_OP(sub)(FNN_NAME(fnn_sigmoid)(zv), tv)));
+        total = FNN_NAME(fnn_add_pd)(total, FNN_OP(maskz_sub)(mask, FNN_NAME(fnn_softplus)(zv), FNN_OP(mul)(zv, tv)));
     }
     return _mm512_reduce_add_pd(total);
 }
@@ -213,10 +215,10 @@ static int FNN_NAME(fnn_act_forward)(const FNN_T *z, FNN_T *y, const FNN_T *b, p
         return 0;
     for (ptrdiff_t i = 0; i < n; i += FNN_LANES) {
         FNN_MASK k = FNN_NAME(fnn_mask)(n - i);
-        FNN_VEC v = V(maskz_loadu)(k, z + i);
+        FNN_VEC v = FNN_OP(maskz_loadu)(k, z + i);
         if (b)
-            v = V(add)(v, V(maskz_loadu)(k, b + i));
-        V(mask_storeu)(y + i, k, FNN_NAME(fnn_act)(v, kind, a));
+            v = FNN_OP(add)(v, FNN_OP(maskz_loadu)(k, b + i));
+        FNN_OP(mask_storeu)(y + i, k, FNN_NAME(fnn_act)(v, kind, a));
     }
     return 1;
 }
@@ -229,9 +231,9 @@ static int FNN_NAME(fnn_act_backward)(const FNN_T *z, const FNN_T *y, const FNN_
         return 0;
     for (ptrdiff_t i = 0; i < n; i += FNN_LANES) {
         FNN_MASK k = FNN_NAME(fnn_mask)(n - i);
-        FNN_VEC zv = z ? V(maskz_loadu)(k, z + i) : V(setzero)();
-        FNN_VEC d = FNN_NAME(fnn_act_derivative)(zv, V(maskz_loadu)(k, y + i), z != NULL, kind, a);
-        V(mask_storeu)(dz + i, k, V(mul)(V(maskz_loadu)(k, dy + i), d));
+        FNN_VEC zv = z ? FNN_OP(maskz_loadu)(k, z + i) : FNN_OP(setzero)();
+        FNN_VEC d = FNN_NAME(fnn_act_derivative)(zv, FNN_OP(maskz_loadu)(k, y + i), z != NULL, kind, a);
+        FNN_OP(mask_storeu)(dz + i, k, FNN_OP(mul)(FNN_OP(maskz_loadu)(k, dy + i), d));
     }
     return 1;
 }
@@ -261,9 +263,9 @@ static int FNN_NAME(fnn_act_backward)(const FNN_T *z, const FNN_T *y, const FNN_
     return 0;
 }
 #endif
-#undef C
-#undef VCMP
-#undef V
+#undef FNN_SET1
+#undef FNN_CMP
+#undef FNN_OP
 #undef FNN_EXPAND3
 #undef FNN_PASTE3
 #undef FNN_T
