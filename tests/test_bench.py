@@ -30,12 +30,12 @@ def _row(config, threads, fastnn, ratio_gemm, ratio_torch):
 def test_step_targets_and_speedup():
     rows = [_row("small", 1, 1e-4, 1.59, 3.1), _row("wide", 1, 0.1, 1.04, 1.0), _row("wide", 2, 0.06, 1.06, 1.1)]
     table = run.report(rows)
-    assert [t["met"] for t in rows[0]["targets"]] == [True, True]
-    assert [t["met"] for t in rows[2]["targets"]] == [False, True]
+    assert [t["met"] for t in run.step_targets(rows[0])] == [True, True]
+    assert [t["met"] for t in run.step_targets(rows[2])] == [False, True]
     (speedup,) = run.speedup_targets(rows)
     assert speedup["value"] == pytest.approx(0.1 / 0.06) and not speedup["met"]
     assert "2-thread speedup on wide: 1.67 (MISSED (>= 1.8))" in table
-    text = run.summary([t for r in rows for t in r["targets"]] + [speedup])
+    text = run.summary([t for r in rows for t in run.step_targets(r)] + [speedup])
     assert text.startswith("5 of 7 targets met; missed: wide/2t fastnn/gemm 1.060 (<= 1.05)")
     assert "2-thread speedup wide 1.667 (>= 1.8)" in text
 
