@@ -59,3 +59,15 @@ def test_end_to_end_targets():
     assert judged["epoch time fastnn/sklearn"]["value"] == pytest.approx(1.1 / 3)
     assert "predict throughput fastnn/torch: 1.1000 (MISSED (>= 1.2))" in e2e.report({"fastnn": fastnn, "torch": torch})
     assert e2e.targets({"fastnn": {"error": "worker exited with 1"}, "torch": torch}) == []
+
+
+def test_accuracy_is_averaged_over_seeds():
+    results = {"fastnn": {"accuracy": 0.88, "s_per_epoch": 1.0}, "torch": {"accuracy": 0.89},
+               "sklearn": {"error": "worker exited with 1"}}
+    e2e.average_seeds(results, {"fastnn": [0.89, 0.87], "torch": [None, 0.88]})
+    assert results["fastnn"]["accuracies"] == [0.88, 0.89, 0.87]
+    assert results["fastnn"]["accuracy"] == pytest.approx(0.88)
+    assert results["torch"] == {"error": "the seed 1 run failed"}
+    assert results["sklearn"] == {"error": "worker exited with 1"}
+    assert "0.8800 0.8900 0.8700" in e2e.report({"fastnn": {**results["fastnn"], "predict_per_s": 1e5,
+                                                              "peak_rss_mb": 300}})
