@@ -58,18 +58,12 @@ def main(argv=None):
     print(f"dense {k} -> {m}, ReLU, batch {n}, float32, forward + backward")
     print(f"{'threads':>7} {'fastnn ms':>9} {'numpy ms':>9} {'gemm ms':>8} {'numpy/fastnn':>12} {'fastnn/gemm':>11}")
     for threads in (int(t) for t in args.threads.split(",")):
-        def blas_alone():
-            return threadpool_limits(1, user_api="blas")
-
-        def blas_threaded():
-            return threadpool_limits(threads, user_api="blas")
-
         fns = [lambda: fastnn_step(threads), lambda: np.copyto(dy, dy0), lambda: gemms(n_threads=threads)]
-        with blas_alone():
+        with threadpool_limits(1, user_api="blas"):
             per_round(fns, 3, 5)           # warm-up
             fast, copy, own = (np.array(t) for t in per_round(fns, args.rounds, 10))
         fast = fast - copy                 # the step refills dy, which the backward overwrites
-        with blas_threaded():
+        with threadpool_limits(threads, user_api="blas"):
             t_np = median_time(numpy_step, args.rounds)
             t_blas = median_time(lambda: gemms(blas=True), args.rounds)
         t_fast, t_gemm = np.median(fast), min(np.median(own), t_blas)

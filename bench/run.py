@@ -298,15 +298,12 @@ def main(argv=None):
     table = report(rows)
     print(table)
     payload = {"environment": environment(), "steps": rows}
-    if args.e2e:
-        from e2e import run_e2e
-        from e2e import report as e2e_report
-        payload["e2e"] = run_e2e(quick=args.quick)
-        print(e2e_report(payload["e2e"]))
     targets = [t for r in rows for t in step_targets(r)] + speedup_targets(rows)
     if args.e2e:
-        from e2e import targets as e2e_targets
-        targets += e2e_targets(payload["e2e"])
+        import e2e
+        payload["e2e"] = e2e.run_e2e(quick=args.quick)
+        print(e2e.report(payload["e2e"]))
+        targets += e2e.targets(payload["e2e"])
     payload["targets"] = targets
     write_json(args.out, payload)
     print("\n" + summary(targets))
