@@ -15,11 +15,12 @@
 
 /* C[0:mr, 0:LANES nv] (+)= sum_p A[r, p] B[p, :]; A[r, p] at a[r rs_a + p cs_a]; the last
  * vector of each row is masked by `last` (columns beyond n). bias (when not NULL) is added
- * and relu applied to the tile as it is stored. */
+ * and relu applied to the tile as it is stored. With prefetch, each step p also prefetches
+ * B's row p + FNN_PREFETCH_B into L1: for panels that are read from L2 (deeper than L1 holds). */
 FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, const FNN_T *a,
                                           ptrdiff_t rs_a, ptrdiff_t cs_a, const FNN_T *b, ptrdiff_t ldb,
                                           FNN_T *c, ptrdiff_t ldc, FNN_MASK last, int accumulate,
-                                          const FNN_T *bias, int relu)
+                                          const FNN_T *bias, int relu, const int prefetch)
 {
     FNN_VEC acc[FNN_MR][FNN_NV];
 #pragma GCC unroll 6
@@ -37,6 +38,10 @@ FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, co
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++)
             bv[v] = v == nv - 1 ? FNN_OP(maskz_loadu)(last, brow + FNN_LANES * v) : FNN_OP(loadu)(brow + FNN_LANES * v);
+        if (prefetch)
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++)
+                _mm_prefetch((const char *)(brow + FNN_PREFETCH_B * ldb + FNN_LANES * v), _MM_HINT_T0);
 #pragma GCC unroll 6
         for (int r = 0; r < mr; r++) {
             FNN_VEC av = FNN_OP(set1)(acol[r * rs_a]);
@@ -62,14 +67,20 @@ FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, co
 
 #define FNN_TILE_CASE(MR_, NV_)                                                                      \
     case (MR_) * 8 + (NV_):                                                                          \
-        FNN_NAME(fnn_tile)(MR_, NV_, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu); \
+        FNN_NAME(fnn_tile)(MR_, NV_, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu, 0); \
         break;
 #define FNN_TILE_ROW(MR_) FNN_TILE_CASE(MR_, 1) FNN_TILE_CASE(MR_, 2) FNN_TILE_CASE(MR_, 3) FNN_TILE_CASE(MR_, 4)
 
+/* fnn_tile for any mr <= FNN_MR, nv <= FNN_NV; prefetch applies to full tiles (the edges are
+ * too few to matter). */
 static void FNN_NAME(fnn_tile_any)(int mr, int nv, int kc, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
                                    const FNN_T *b, ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc, FNN_MASK last,
-                                   int accumulate, const FNN_T *bias, int relu)
+                                   int accumulate, const FNN_T *bias, int relu, int prefetch)
 {
+    if (prefetch && mr == FNN_MR && nv == FNN_NV) {
+        FNN_NAME(fnn_tile)(FNN_MR, FNN_NV, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu, 1);
+        return;
+    }
     switch (mr * 8 + nv) {
         FNN_TILE_ROW(1) FNN_TILE_ROW(2) FNN_TILE_ROW(3) FNN_TILE_ROW(4) FNN_TILE_ROW(5) FNN_TILE_ROW(6)
     default:
@@ -117,22 +128,35 @@ static inline int FNN_NAME(fnn_strip)(int n, int j0, int *nv, FNN_MASK *last)
  * sweeps those strips; op(A) is packed into 6-row panels when it is read transposed and reused
  * by several strips (m x kc). Two blockings (bench/gemm_shapes.py, GFLOP/s measured side by
  * side in a C harness, float32):
- *   C below FNN_LARGE_C elements (2 MiB, L2): kc <= 128, nb = FNN_NC: the strip's panel
- *     (32 KiB) stays in L1 for every row of C, and C in L2 across the k blocks;
- *   larger C: kc <= 384, nb = FNN_NB_BLOCKED: B's block (576 KiB) in L2, each tile's 6 x 384
- *     of op(A) in L1, C passed over k / 384 times. Against the first blocking with k blocks of
- *     up to 1024 (its rule for such C until then): 2048 x 1024 x 2048 TN 159 -> 174-179,
- *     784 x 1024 x 2048 TN 161 -> 178, 1024 x 2048 x 2048 NN 169-176 -> 177-178. From 2^18
- *     elements it was mixed (1024 x 512 x 256 NN 178 -> 206, 784 x 128 x 512 TN 190 -> 177),
- *     below that it lost.
+ *   small: kc <= 128, nb = FNN_NC: the strip's panel (32 KiB) stays in L1 for every row of C,
+ *     and C in L2 across the k blocks;
+ *   large: kc <= 384, B's block (at most FNN_KC_BLOCKED x FNN_NB_BLOCKED, 576 KiB, n split
+ *     evenly into multiples of FNN_NC) in L2, each tile's 6 x kc of op(A) in L1, C passed over
+ *     k / 384 times; the tiles prefetch their strip's rows, read from L2. Against the first
+ *     blocking with k blocks of up to 1024 (its rule for such C until then): 2048 x 1024 x
+ *     2048 TN 159 -> 174-179, 784 x 1024 x 2048 TN 161 -> 178, 1024 x 2048 x 2048 NN
+ *     169-176 -> 177-178.
+ * The large blocking is taken for k > 128 (else both make one k block, and the small one's
+ * panel stays in L1) when C has FNN_LARGE_C elements (2 MiB) or more, or half that and k >
+ * 384 (four or more k blocks of the small blocking). Measured in one process, medians of 21
+ * alternating runs (session 7), against 384 columns per block, no prefetch, and the large
+ * blocking from 2 MiB of C for any k: 1024 x 256 x 512 NN 168 -> 188, 1024 x 512 x 784 NN
+ * 177 -> 186, the wide step's products 1-4% faster; 512 x 512 x 256 TN and 784 x 512 x 32 TN
+ * lost 4-5% with the large blocking, so k <= 384 keeps the small one below 2 MiB.
  * Both buffers are on the heap; returns 0 when one is unavailable. */
 static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
                                      const FNN_T *b, ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc,
                                      const FNN_T *bias, int relu)
 {
-    int large = (ptrdiff_t)m * n >= FNN_LARGE_C;
+    ptrdiff_t elements = (ptrdiff_t)m * n;
+    int large = k > FNN_KC && (elements >= FNN_LARGE_C || (elements >= FNN_LARGE_C / 2 && k > 3 * FNN_KC));
     int kc_max = fnn_k_block(k, large ? FNN_KC_BLOCKED : FNN_KC);
-    int nb = large ? FNN_NB_BLOCKED : FNN_NC;
+    int nb = FNN_NC;
+    if (large) {   /* B's block: at most FNN_KC_BLOCKED x FNN_NB_BLOCKED elements, n split evenly */
+        int nb_max = FNN_KC_BLOCKED * FNN_NB_BLOCKED / kc_max / FNN_NC * FNN_NC;
+        int blocks = (n + nb_max - 1) / nb_max;
+        nb = ((n + blocks - 1) / blocks + FNN_NC - 1) / FNN_NC * FNN_NC;
+    }
     int pack_a = rs_a == 1 && cs_a != 1 && n > FNN_NC;
     FNN_T *bpack = aligned_alloc(64, (size_t)kc_max * nb * sizeof(FNN_T));
     /* aligned_alloc wants a size that is a multiple of the alignment: round rows up to 16 */
@@ -170,7 +194,7 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
                     FNN_NAME(fnn_strip)(n, j0, &nv, &last);
                     FNN_NAME(fnn_tile_any)(mr, nv, kc, a_tile, rs, cs, bpack + (ptrdiff_t)(j0 - jb) * kc, FNN_NC,
                                            c + i0 * ldc + j0, ldc, last, p0 > 0, final && bias ? bias + j0 : NULL,
-                                           final && relu);
+                                           final && relu, large);
                 }
             }
         }
@@ -199,8 +223,9 @@ static void FNN_NAME(fnn_pack_transposed)(FNN_T *dst, const FNN_T *src, ptrdiff_
 }
 
 /* C = A B^T, A (m x k), B (n x k): per FNN_NC-column strip and k block, B^T's panel
- * (kc x FNN_NC) packed on the heap and swept down all rows of C. Returns 0 when the buffer
- * is unavailable. */
+ * (kc x FNN_NC) packed on the heap and swept down all rows of C, the tiles prefetching its
+ * rows when it is deeper than FNN_KC (in L2, not L1). Returns 0 when the buffer is
+ * unavailable. */
 static int FNN_NAME(fnn_gemm_nt)(int m, int n, int k, const FNN_T *a, ptrdiff_t lda, const FNN_T *b,
                                  ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc)
 {
@@ -218,7 +243,7 @@ static int FNN_NAME(fnn_gemm_nt)(int m, int n, int k, const FNN_T *a, ptrdiff_t 
             for (int i0 = 0; i0 < m; i0 += FNN_MR) {
                 int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
                 FNN_NAME(fnn_tile_any)(mr, nv, kc, a + i0 * lda + p0, lda, 1, panel, FNN_NC,
-                                       c + i0 * ldc + j0, ldc, last, p0 > 0, NULL, 0);
+                                       c + i0 * ldc + j0, ldc, last, p0 > 0, NULL, 0, kc > FNN_KC);
             }
         }
     }
