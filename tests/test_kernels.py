@@ -160,6 +160,31 @@ def test_dense_forward_large_product(name, n_threads):
     assert_close(y, y_ref, np.float32, scale=float((np.abs(x) @ np.abs(W)).max()))
 
 
+@pytest.mark.parametrize("batch", [2, 37, 300])
+@pytest.mark.parametrize("name", ["relu", "identity", "tanh"])
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf, "huge"])
+def test_dense_forward_proves_its_input_finite(batch, name, bad, dtype, n_threads):
+    """check_x: True only where fastnn's GEMM ran the epilogue on every block and found x @ w
+    finite, which proves x finite; a NaN or infinity anywhere in x (here the last element, in
+    the last tile's masked lanes) or an overflow of finite x is never reported as finite. The
+    outputs are the same as without the check."""
+    rng = np.random.default_rng(batch)
+    x = rng.standard_normal((batch, 70)).astype(dtype)
+    W = (rng.standard_normal((70, 90)) / 8).astype(dtype)
+    b = rng.standard_normal(90).astype(dtype)
+    if bad == "huge":   # finite x whose products overflow
+        x[-1], W[:, 0] = np.finfo(dtype).max / 2, 1
+    elif bad is not None:
+        x[-1, -1] = bad
+    y, y_plain = np.empty((batch, 90), dtype), np.empty((batch, 90), dtype)
+    proven = dense.dense_forward(readonly(x), W, b, None, y, kind(name), 0.0, n_threads, True)
+    dense.dense_forward(x, W, b, None, y_plain, kind(name), 0.0, n_threads)
+    np.testing.assert_array_equal(y, y_plain)
+    in_epilogue = name != "tanh" and not _blas.calls_blas(dtype, False, False, batch, 90, 70)
+    assert proven == (bad is None and in_epilogue)
+    assert dense.dense_forward(x, W, b, None, y, kind(name), 0.0, n_threads) is False   # not asked
+
+
 def test_dense_backward_without_input_gradient(dtype):
     rng = np.random.default_rng(3)
     x, W = rng.standard_normal((5, 4)).astype(dtype), rng.standard_normal((4, 2)).astype(dtype)

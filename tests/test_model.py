@@ -404,6 +404,50 @@ def test_bad_fit_inputs_raise_and_leave_the_model_unchanged(make, kwargs, error,
     assert model.optimizer.t == t and model.classes_ is classes
 
 
+@pytest.mark.parametrize("first", ["relu", "identity", "tanh", "batchnorm"])
+@pytest.mark.parametrize("rows,threads", [(2, 1), (120, 1), (300, 2)])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_X_raises_before_anything_changes(first, rows, threads, bad):
+    """A Dense first layer checks X for NaN and infinity inside its product (no pass of its
+    own when the product proves X finite); every entry point still names X, and train_step
+    leaves weights, optimizer, classes and running statistics as they were."""
+    head = ([fnn.BatchNorm(8), fnn.Dense(8, 16, activation="relu")] if first == "batchnorm"
+            else [fnn.Dense(8, 16, activation=first), fnn.BatchNorm(16)])
+    model = fnn.Sequential(head + [fnn.Dense(16, 3)], optimizer=fnn.optim.Adam(lr=1e-2), seed=0)
+    X, y = blobs(rows)
+    with fnn.threads(threads):
+        model.train_step(X, y)
+        before, t, classes = model.parameters.copy(), model.optimizer.t, model.classes_
+        stats = [a.copy() for layer in model.layers for a in layer.state_arrays().values()]
+        Xb = X.copy()
+        Xb[-1, -1] = bad
+        for call in (lambda: model.train_step(Xb, y), lambda: model.predict(Xb),
+                     lambda: model.forward(Xb, training=True), lambda: model.evaluate(Xb, y),
+                     lambda: model.loss_and_gradients(Xb, y)):
+            with pytest.raises(ValueError, match="X contains NaN or infinity"):
+                call()
+        np.testing.assert_array_equal(model.parameters, before)
+        assert model.optimizer.t == t and model.classes_ is classes
+        for a, b in zip(stats, [a for layer in model.layers for a in layer.state_arrays().values()]):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(model.predict(X[:50]), model.predict(X)[:50])
+
+
+def test_overflow_from_finite_X_is_not_called_nonfinite_input():
+    """Finite X whose first product overflows (or NaN weights) is not a bad input: predict
+    returns what the arithmetic gives, train_step reports divergence."""
+    X, y = blobs()
+    model = small_model()
+    model.train_step(X, y)
+    huge = X.copy()
+    huge[0] = np.finfo(np.float32).max
+    assert not np.all(np.isfinite(model.forward(huge)[0]))
+    with pytest.raises(FloatingPointError, match="training diverged"):
+        model.train_step(huge, y)
+    model.layers[0].params["W"][0, 0] = np.nan   # NaN in every first product: X is checked and passes
+    assert model.predict(X).shape == (120, 3)
+
+
 def test_more_labels_than_outputs():
     X, y = blobs()
     with pytest.raises(ValueError, match="4 distinct labels but the model has 3 outputs"):

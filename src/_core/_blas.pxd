@@ -8,10 +8,10 @@ from ._openmp cimport block_start, column_start
 cdef extern from "gemm.h":
     int fastnn_gemm_f32(int trans_a, int trans_b, int m, int n, int k, const float* a, int lda,
                         const float* b, int ldb, float* c, int ldc, const float* bias,
-                        int relu) noexcept nogil
+                        int relu, int* nonfinite) noexcept nogil
     int fastnn_gemm_f64(int trans_a, int trans_b, int m, int n, int k, const double* a, int lda,
                         const double* b, int ldb, double* c, int ldc, const double* bias,
-                        int relu) noexcept nogil
+                        int relu, int* nonfinite) noexcept nogil
     int fastnn_gemm_applies(int trans_a, int trans_b, int m, int n, int k) noexcept nogil
 
 
@@ -40,24 +40,25 @@ cdef inline bint gemm(bint trans_a, bint trans_b, int m, int n, int k,
                       floating alpha, const floating* a, int lda,
                       const floating* b, int ldb,
                       floating beta, floating* c, int ldc,
-                      const floating* bias=NULL, bint relu=False) noexcept nogil:
+                      const floating* bias=NULL, bint relu=False, int* nonfinite=NULL) noexcept nogil:
     """C (m x n) = alpha * op(A) @ op(B) + beta * C, all arrays row-major: fastnn's kernel
     for C = op(A) op(B) where it applies and is faster, BLAS otherwise.
 
     bias / relu ask fastnn's kernel to finish C as C + bias, or max(C + bias, 0), in
-    registers; returns whether that was done (False: BLAS computed the bare product)."""
+    registers, and nonfinite to set it to 1 if op(A) op(B) holds NaN or infinity; returns
+    whether that was done (False: BLAS computed the bare product)."""
     cdef bint done = False
     if m <= 0 or n <= 0:
         return True
     if alpha == 1 and beta == 0:
         if floating is float:
-            done = fastnn_gemm_f32(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, bias, relu)
+            done = fastnn_gemm_f32(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, bias, relu, nonfinite)
         else:
-            done = fastnn_gemm_f64(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, bias, relu)
+            done = fastnn_gemm_f64(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, bias, relu, nonfinite)
     if done:
         return True
     blas_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-    return bias == NULL and not relu
+    return bias == NULL and not relu and nonfinite == NULL
 
 
 # Smallest useful GEMM block: below this many rows or columns a split costs more in
@@ -101,13 +102,13 @@ cdef inline void split_bounds(bint by_rows, int M, int N, int part, int parts, i
 cdef inline bint gemm_block(bint ta, bint tb, int M, int N, int K, const floating* A, int lda,
                              const floating* B, int ldb, floating* C, int ldc,
                              bint by_rows, int part, int parts,
-                             const floating* bias=NULL, bint relu=False) noexcept nogil:
+                             const floating* bias=NULL, bint relu=False, int* nonfinite=NULL) noexcept nogil:
     """Block `part` of `parts` of C = op(A) op(B): a range of C's rows or of its columns
-    (split_bounds; bias, relu and the result as for gemm)."""
+    (split_bounds; bias, relu, nonfinite and the result as for gemm)."""
     cdef int lo, hi
     split_bounds(by_rows, M, N, part, parts, &lo, &hi)
     if by_rows:
         return gemm(ta, tb, hi - lo, N, K, 1, A + (lo if ta else <Py_ssize_t>lo * lda), lda, B, ldb,
-                    0, C + <Py_ssize_t>lo * ldc, ldc, bias, relu)
+                    0, C + <Py_ssize_t>lo * ldc, ldc, bias, relu, nonfinite)
     return gemm(ta, tb, M, hi - lo, K, 1, A, lda, B + (<Py_ssize_t>lo * ldb if tb else lo), ldb,
-                0, C + lo, ldc, bias + lo if bias != NULL else NULL, relu)
+                0, C + lo, ldc, bias + lo if bias != NULL else NULL, relu, nonfinite)

@@ -28,25 +28,35 @@ from ._openmp cimport (n_blocks, column_start, flush_denormals, restore_denormal
 from .activations cimport bias_act_n, act_backward_n, RELU, IDENTITY
 
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
-                  floating[:, ::1] z, floating[:, ::1] y, int kind, double a, int n_threads):
+                  floating[:, ::1] z, floating[:, ::1] y, int kind, double a, int n_threads,
+                  bint check_x=False):
     """y = f(x @ w + b). z receives the pre-activation x @ w + b when given (needed by the
     backward pass only when needs_input(kind, a)); z=None computes y in place.
     ReLU and identity layers get bias and activation from fastnn's GEMM as it stores each
-    tile (no second pass over y), where that GEMM computes the product."""
+    tile (no second pass over y), where that GEMM computes the product.
+
+    Returns True when check_x asked and the GEMM's epilogue found x @ w finite, which proves
+    x finite: a NaN or infinity in a row of x makes every element of that row of x @ w NaN or
+    infinite (inf * 0 is NaN). False means not known (not asked, the epilogue did not run,
+    or x @ w holds NaN or infinity, e.g. from huge x or from w): the caller checks x."""
     cdef int n = x.shape[0], k = x.shape[1], m = w.shape[1], blk, lo, hi
     cdef bint by_rows = split_rows(n, m), done
     cdef int nb = n_blocks(n if by_rows else m, gemm_threads(n, m, k, n_threads), MIN_SPLIT)
     cdef unsigned int csr
     cdef floating* z_ptr = &z[0, 0] if z is not None else &y[0, 0]
     cdef bint in_gemm = z_ptr == &y[0, 0] and (kind == RELU or kind == IDENTITY)
+    cdef int nonfinite
+    cdef int unproven = 0   # blocks whose product was not seen finite
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         csr = flush_denormals()
+        nonfinite = 0
         if in_gemm:
             done = gemm_block(False, False, n, m, k, &x[0, 0], k, &w[0, 0], m, z_ptr, m, by_rows, blk, nb,
-                              &b[0], kind == RELU)
+                              &b[0], kind == RELU, &nonfinite if check_x else NULL)
         else:
             gemm_block(False, False, n, m, k, &x[0, 0], k, &w[0, 0], m, z_ptr, m, by_rows, blk, nb)
             done = False
+        unproven += nonfinite != 0 or not done
         if not done:
             split_bounds(by_rows, n, m, blk, nb, &lo, &hi)
             if by_rows:
@@ -54,6 +64,7 @@ def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floa
             else:
                 bias_act_n(z_ptr + lo, &y[0, lo], &b[lo], n, hi - lo, m, kind, <floating>a)
         restore_denormals(csr)
+    return check_x and unproven == 0
 
 
 cdef inline void _dz_chunk(const floating* z, const floating* y, floating* dy, floating* colsum,

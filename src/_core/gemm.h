@@ -18,7 +18,9 @@
  * as in training steps (float32 at batch 32: forward 0.55-0.65 of OpenBLAS's time, which
  * packs the whole weight matrix per call), and by 0-12% on large products.
  * An optional epilogue for the forward product, C = max(C + bias, 0) (relu) or C + bias, is
- * applied in registers as each tile of C is stored for the last time (NN and TN only).
+ * applied in registers as each tile of C is stored for the last time (NN and TN only); it can
+ * also report whether the product holds NaN or infinity (a forward product does when its
+ * input does: the model's check of X, done by the first layer's product).
  * fastnn_gemm_f32/_f64 return 0 when they did not compute C (nor the epilogue): call BLAS instead. */
 #ifndef FASTNN_GEMM_H
 #define FASTNN_GEMM_H
@@ -139,18 +141,20 @@ static int fastnn_gemm_applies(int trans_a, int trans_b, int m, int n, int k)
 }
 
 static int fastnn_gemm_f32(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
-                           const float *b, int ldb, float *c, int ldc, const float *bias, int relu)
+                           const float *b, int ldb, float *c, int ldc, const float *bias, int relu,
+                           int *nonfinite)
 {
     (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)a; (void)lda; (void)b;
-    (void)ldb; (void)c; (void)ldc; (void)bias; (void)relu;
+    (void)ldb; (void)c; (void)ldc; (void)bias; (void)relu; (void)nonfinite;
     return 0;
 }
 
 static int fastnn_gemm_f64(int trans_a, int trans_b, int m, int n, int k, const double *a, int lda,
-                           const double *b, int ldb, double *c, int ldc, const double *bias, int relu)
+                           const double *b, int ldb, double *c, int ldc, const double *bias, int relu,
+                           int *nonfinite)
 {
     (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)a; (void)lda; (void)b;
-    (void)ldb; (void)c; (void)ldc; (void)bias; (void)relu;
+    (void)ldb; (void)c; (void)ldc; (void)bias; (void)relu; (void)nonfinite;
     return 0;
 }
 #endif

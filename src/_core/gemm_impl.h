@@ -12,17 +12,20 @@
 #define FNN_EXPAND3(a, b, c) FNN_PASTE3(a, b, c)
 #define FNN_OP(op) FNN_EXPAND3(_mm512_, op, FNN_SFX)       /* FNN_OP(fmadd) = _mm512_fmadd_ps / _pd */
 #define FNN_FULL ((FNN_MASK)~0u)
+#define FNN_MASK_CMP FNN_EXPAND3(_mm512_mask_cmp, FNN_SFX, _mask)   /* _mm512_mask_cmp_ps_mask / _pd_ */
 
 /* C[0:mr, 0:LANES nv] (+)= sum_p A[r, p] B[p, :]; A[r, p] at a[r rs_a + p cs_a]; the last
  * vector of each row is masked by `last` (columns beyond n). bias (when not NULL) is added
- * and relu applied to the tile as it is stored. With prefetch, each step p also prefetches
+ * and relu applied to the tile as it is stored; nonfinite (when not NULL) is set to 1 if an
+ * element of the tile is NaN or infinite before them (x - x is NaN exactly then). With prefetch, each step p also prefetches
  * B's row p + FNN_PREFETCH_B into L1: for panels that are read from L2 (deeper than L1 holds). */
 FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, const FNN_T *a,
                                           ptrdiff_t rs_a, ptrdiff_t cs_a, const FNN_T *b, ptrdiff_t ldb,
                                           FNN_T *c, ptrdiff_t ldc, FNN_MASK last, int accumulate,
-                                          const FNN_T *bias, int relu, const int prefetch)
+                                          const FNN_T *bias, int relu, int *nonfinite, const int prefetch)
 {
     FNN_VEC acc[FNN_MR][FNN_NV];
+    FNN_MASK bad = 0;
 #pragma GCC unroll 6
     for (int r = 0; r < mr; r++) {
 #pragma GCC unroll 4
@@ -56,6 +59,8 @@ FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, co
         for (int v = 0; v < nv; v++) {
             FNN_MASK k = v == nv - 1 ? last : FNN_FULL;
             FNN_VEC x = acc[r][v];
+            if (nonfinite)
+                bad |= FNN_MASK_CMP(k, FNN_OP(sub)(x, x), FNN_OP(setzero)(), _CMP_NEQ_UQ);
             if (bias)
                 x = FNN_OP(add)(x, FNN_OP(maskz_loadu)(k, bias + FNN_LANES * v));
             if (relu)   /* x > 0 ? x : 0, NaN included */
@@ -63,11 +68,14 @@ FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, co
             FNN_OP(mask_storeu)(c + r * ldc + FNN_LANES * v, k, x);
         }
     }
+    if (bad)
+        *nonfinite = 1;
 }
 
 #define FNN_TILE_CASE(MR_, NV_)                                                                      \
     case (MR_) * 8 + (NV_):                                                                          \
-        FNN_NAME(fnn_tile)(MR_, NV_, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu, 0); \
+        FNN_NAME(fnn_tile)(MR_, NV_, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu, \
+                           nonfinite, 0);                                                            \
         break;
 #define FNN_TILE_ROW(MR_) FNN_TILE_CASE(MR_, 1) FNN_TILE_CASE(MR_, 2) FNN_TILE_CASE(MR_, 3) FNN_TILE_CASE(MR_, 4)
 
@@ -75,10 +83,11 @@ FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, co
  * too few to matter). */
 static void FNN_NAME(fnn_tile_any)(int mr, int nv, int kc, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
                                    const FNN_T *b, ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc, FNN_MASK last,
-                                   int accumulate, const FNN_T *bias, int relu, int prefetch)
+                                   int accumulate, const FNN_T *bias, int relu, int *nonfinite, int prefetch)
 {
     if (prefetch && mr == FNN_MR && nv == FNN_NV) {
-        FNN_NAME(fnn_tile)(FNN_MR, FNN_NV, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu, 1);
+        FNN_NAME(fnn_tile)(FNN_MR, FNN_NV, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu,
+                           nonfinite, 1);
         return;
     }
     switch (mr * 8 + nv) {
@@ -146,7 +155,7 @@ static inline int FNN_NAME(fnn_strip)(int n, int j0, int *nv, FNN_MASK *last)
  * Both buffers are on the heap; returns 0 when one is unavailable. */
 static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
                                      const FNN_T *b, ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc,
-                                     const FNN_T *bias, int relu)
+                                     const FNN_T *bias, int relu, int *nonfinite)
 {
     ptrdiff_t elements = (ptrdiff_t)m * n;
     int large = k > FNN_KC && (elements >= FNN_LARGE_C || (elements >= FNN_LARGE_C / 2 && k > 3 * FNN_KC));
@@ -194,7 +203,8 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
                     FNN_NAME(fnn_strip)(n, j0, &nv, &last);
                     FNN_NAME(fnn_tile_any)(mr, nv, kc, a_tile, rs, cs, bpack + (ptrdiff_t)(j0 - jb) * kc, FNN_NC,
                                            c + i0 * ldc + j0, ldc, last, p0 > 0, final && bias ? bias + j0 : NULL,
-                                           final && relu, large);
+                                           final && relu,
+                                           final ? nonfinite : NULL, large);
                 }
             }
         }
@@ -243,7 +253,7 @@ static int FNN_NAME(fnn_gemm_nt)(int m, int n, int k, const FNN_T *a, ptrdiff_t 
             for (int i0 = 0; i0 < m; i0 += FNN_MR) {
                 int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
                 FNN_NAME(fnn_tile_any)(mr, nv, kc, a + i0 * lda + p0, lda, 1, panel, FNN_NC,
-                                       c + i0 * ldc + j0, ldc, last, p0 > 0, NULL, 0, kc > FNN_KC);
+                                       c + i0 * ldc + j0, ldc, last, p0 > 0, NULL, 0, NULL, kc > FNN_KC);
             }
         }
     }
@@ -251,12 +261,14 @@ static int FNN_NAME(fnn_gemm_nt)(int m, int n, int k, const FNN_T *a, ptrdiff_t 
     return 1;
 }
 
-/* C = op(A) op(B), optionally finished as C + bias or max(C + bias, 0) (NN and TN only).
- * Returns 0 when it did not compute C: call BLAS instead. */
+/* C = op(A) op(B), optionally finished as C + bias or max(C + bias, 0) (NN and TN only);
+ * nonfinite (NN and TN only; when not NULL) is set to 1 if an element of op(A) op(B) is NaN
+ * or infinite, else left as it is. Returns 0 when it did not compute C: call BLAS instead. */
 static int FNN_NAME(fastnn_gemm)(int trans_a, int trans_b, int m, int n, int k, const FNN_T *a, int lda,
-                                 const FNN_T *b, int ldb, FNN_T *c, int ldc, const FNN_T *bias, int relu)
+                                 const FNN_T *b, int ldb, FNN_T *c, int ldc, const FNN_T *bias, int relu,
+                                 int *nonfinite)
 {
-    if (!fastnn_gemm_applies(trans_a, trans_b, m, n, k) || ((bias || relu) && (trans_b || k <= 0)))
+    if (!fastnn_gemm_applies(trans_a, trans_b, m, n, k) || ((bias || relu || nonfinite) && (trans_b || k <= 0)))
         return 0;
     if (k <= 0) {
         for (int i = 0; i < m; i++)
@@ -267,12 +279,13 @@ static int FNN_NAME(fastnn_gemm)(int trans_a, int trans_b, int m, int n, int k, 
     if (trans_b)
         return FNN_NAME(fnn_gemm_nt)(m, n, k, a, lda, b, ldb, c, ldc);
     if (trans_a)
-        return FNN_NAME(fnn_gemm_b_rows)(m, n, k, a, 1, lda, b, ldb, c, ldc, bias, relu);
-    return FNN_NAME(fnn_gemm_b_rows)(m, n, k, a, lda, 1, b, ldb, c, ldc, bias, relu);
+        return FNN_NAME(fnn_gemm_b_rows)(m, n, k, a, 1, lda, b, ldb, c, ldc, bias, relu, nonfinite);
+    return FNN_NAME(fnn_gemm_b_rows)(m, n, k, a, lda, 1, b, ldb, c, ldc, bias, relu, nonfinite);
 }
 
 #undef FNN_TILE_ROW
 #undef FNN_TILE_CASE
+#undef FNN_MASK_CMP
 #undef FNN_FULL
 #undef FNN_OP
 #undef FNN_EXPAND3

@@ -19,8 +19,13 @@ def check_dtype(dtype):
     return DTYPES[name]
 
 
-def check_matrix(X, name, dtype, n_features=None, allow_1d=False):
-    """X as a C-contiguous 2-D array of `dtype` with finite values (copied only if needed)."""
+def nonfinite_error(name):
+    return ValueError(f"{name} contains NaN or infinity; remove or impute those values first")
+
+
+def check_matrix(X, name, dtype, n_features=None, allow_1d=False, finite=True):
+    """X as a C-contiguous 2-D array of `dtype` (copied only if needed) with finite values,
+    unless finite=False leaves that check to the caller."""
     if hasattr(X, "toarray") and hasattr(X, "nnz"):
         raise TypeError(f"{name} is a sparse matrix; fastnn needs dense input: pass {name}.toarray()")
     arr = np.asarray(X)
@@ -38,8 +43,8 @@ def check_matrix(X, name, dtype, n_features=None, allow_1d=False):
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features but the model expects {n_features}")
     arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not _arrays.all_finite(arr.reshape(-1)):
-        raise ValueError(f"{name} contains NaN or infinity; remove or impute those values first")
+    if finite and not _arrays.all_finite(arr.reshape(-1)):
+        raise nonfinite_error(name)
     return arr
 
 

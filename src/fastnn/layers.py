@@ -12,7 +12,8 @@ from ._core import losses as _losses
 from ._core import norm as _norm
 from ._core import random as _random
 from ._buffers import aligned_zeros
-from ._validation import check_number
+from ._core.arrays import all_finite
+from ._validation import check_number, nonfinite_error
 
 __all__ = ["Layer", "Dense", "Activation", "Dropout", "GaussianNoise", "BatchNorm", "LayerNorm",
            "GroupNorm", "PReLU", "ACTIVATIONS"]
@@ -209,12 +210,17 @@ class Dense(Layer):
                 "activation": self.activation, "init": self.init, "l1": self.l1, "l2": self.l2,
                 "std": self.std, **self._act_config}
 
-    def forward(self, x, ctx):
+    def forward(self, x, ctx, unchecked=None):
+        """unchecked: x's name when x is not yet checked for NaN and infinity; the product's
+        epilogue does that on the way (no pass over x of its own where it proves x finite)."""
         n = x.shape[0]
         y = self._buffer("y", (n, self.out_features))
         z = self._buffer("z", (n, self.out_features)) if self._keep_z else None
         params = self.params
-        _dense.dense_forward(x, params["W"], params["b"], z, y, self._kind, self._a, ctx.n_threads)
+        proven = _dense.dense_forward(x, params["W"], params["b"], z, y, self._kind, self._a, ctx.n_threads,
+                                      unchecked is not None)
+        if unchecked is not None and not proven and not all_finite(x.reshape(-1)):
+            raise nonfinite_error(unchecked)
         self._x, self._z, self._y = x, z, y
         return y
 
