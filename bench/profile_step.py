@@ -40,12 +40,12 @@ def main(argv=None):
             if step == 5:
                 parts.clear()
             t = start = time.perf_counter()
-            Xc = model._check_X(X)
+            Xc, unchecked = model._check_X_deferred(X)   # as train_step: X's NaN/inf check in layer 1
             targets, _ = model._check_targets(y, args.batch)
             t = tick("validate", t)
             with blas_single_threaded:
                 ctx = model._context(True, True)
-                out = model._forward(Xc, ctx)
+                out = model._forward(Xc, ctx, unchecked)
                 t = tick("forward", t)
                 grad, row_loss = model._loss_buffers(args.batch)
                 model.loss(out, targets, grad, row_loss, None, args.threads)
