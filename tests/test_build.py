@@ -52,9 +52,9 @@ def test_gemm_matches_numpy(dtype, trans_a, trans_b, m, n, k):
 def test_gemm_own_kernels_match_numpy(trans_a, trans_b, dtype):
     """The shapes fastnn's own kernels take (alpha 1, beta 0), across the tile edges: 6-row
     tiles, vectors of 16 floats or 8 doubles, strips of 4 vectors, 128-deep k blocks; for C of
-    2 MiB or more (or 1 MiB and k > 384), NN/TN blocks of B of at most 576 KiB, columns split
-    evenly in multiples of 64 floats or 32 doubles, and 384-deep k blocks, NT k blocks of up
-    to 1024; tiles reading B from L2 prefetch it."""
+    2 MiB or more (or 1 MiB and k > 384), NN/TN blocks of B of at most 784 KiB, columns split
+    evenly in multiples of 64 floats or 32 doubles, and k blocks of up to 448, NT k blocks of
+    up to 1024; tiles reading B from L2 prefetch it."""
     rng = np.random.default_rng(1)
     shapes = list(itertools.product([4, 7, 73, 145], [1, 10, 17, 33, 64, 130], [0, 1, 17, 129, 300]))
     shapes.append((1030, 520, 1100))   # C of >= 2 MiB: 2 (float) or 3 (double) column blocks, 3 k blocks

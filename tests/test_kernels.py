@@ -147,8 +147,8 @@ def test_dense_forward_backward(batch, n_in, n_out, name, dtype, n_threads):
 
 @pytest.mark.parametrize("name", ["relu", "identity", "tanh"])
 def test_dense_forward_large_product(name, n_threads):
-    """float32 products with C of 2^19 elements or more are blocked by 384 columns and 384-deep
-    k blocks; bias and ReLU (or identity) are added in registers after the last k block, other
+    """float32 products with C of 2^19 elements or more are blocked by up to 784 KiB of B's
+    columns (here two blocks) and k blocks of up to 448 (here three); bias and ReLU (or identity) are added in registers after the last k block, other
     activations after."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((600, 1100)).astype(np.float32)

@@ -9,7 +9,7 @@
  * fnn_gemm_b_rows has the exact rule) take k blocks of at most 128: per block and per strip of 4 vectors, B's panel (128 rows,
  * 32 KiB: L1) is packed once and swept
  * down all rows of C, the C tiles accumulating over the k blocks. Larger NN/TN products pack
- * B up to 384 rows by 576 KiB at a time (L2) and sweep those strips with each row tile
+ * B up to 448 rows by 784 KiB at a time (L2) and sweep those strips with each row tile
  * (fnn_gemm_b_rows says when); larger NT products take k blocks of up to 1024. NN reads A in place; TN packs A^T into 6-row
  * panels; NT packs its B^T panels with in-register transposes (16 x 16 floats, 8 x 8
  * doubles). gemm_impl.h holds the code, written once for both types; this file includes it
@@ -37,7 +37,7 @@
 #define FNN_NV 4
 #define FNN_KC 128
 #define FNN_KC_LARGE 1024
-#define FNN_KC_BLOCKED 384
+#define FNN_KC_BLOCKED 448
 /* rows of B ahead that a tile reading its panel from L2 prefetches (2: 1-2% faster than 4-10
  * on the large products) */
 #define FNN_PREFETCH_B 2
@@ -66,7 +66,7 @@ static int fastnn_gemm_applies(int trans_a, int trans_b, int m, int n, int k)
 #define FNN_NAME(f) f##_f32
 #define FNN_NC 64
 #define FNN_LARGE_C (1 << 19)
-#define FNN_NB_BLOCKED 384
+#define FNN_NB_BLOCKED 448
 /* dst[p * FNN_NC + j] = src[j * lds + p] for j, p < 16, in registers */
 static inline void fnn_transpose_block_f32(float *dst, const float *src, ptrdiff_t lds)
 {
@@ -107,7 +107,7 @@ static inline void fnn_transpose_block_f32(float *dst, const float *src, ptrdiff
 #define FNN_NAME(f) f##_f64
 #define FNN_NC 32
 #define FNN_LARGE_C (1 << 18)
-#define FNN_NB_BLOCKED 192
+#define FNN_NB_BLOCKED 224
 /* dst[p * FNN_NC + j] = src[j * lds + p] for j, p < 8, in registers */
 static inline void fnn_transpose_block_f64(double *dst, const double *src, ptrdiff_t lds)
 {

@@ -5,7 +5,7 @@
  *   FNN_NAME(f)                f##_f32 or f##_f64
  *   FNN_NC                     columns of a register tile and of a packed strip (FNN_NV vectors)
  *   FNN_LARGE_C                elements of C (2 MiB) from which NN/TN products take the L2 blocking
- *   FNN_NB_BLOCKED             columns of B packed per L2 block (384 x 384 floats, 576 KiB)
+ *   FNN_NB_BLOCKED             columns of B packed per L2 block (448 x 448 floats, 784 KiB)
  * and FNN_NAME(fnn_transpose_block) (a FNN_LANES x FNN_LANES transpose in registers, into
  * rows FNN_NC apart). It undefines them at its end. */
 #define FNN_PASTE3(a, b, c) a##b##c
@@ -139,19 +139,21 @@ static inline int FNN_NAME(fnn_strip)(int n, int j0, int *nv, FNN_MASK *last)
  * side in a C harness, float32):
  *   small: kc <= 128, nb = FNN_NC: the strip's panel (32 KiB) stays in L1 for every row of C,
  *     and C in L2 across the k blocks;
- *   large: kc <= 384, B's block (at most FNN_KC_BLOCKED x FNN_NB_BLOCKED, 576 KiB, n split
+ *   large: kc <= 448, B's block (at most FNN_KC_BLOCKED x FNN_NB_BLOCKED, 784 KiB, n split
  *     evenly into multiples of FNN_NC) in L2, each tile's 6 x kc of op(A) in L1, C passed over
- *     k / 384 times; the tiles prefetch their strip's rows, read from L2. Against the first
- *     blocking with k blocks of up to 1024 (its rule for such C until then): 2048 x 1024 x
- *     2048 TN 159 -> 174-179, 784 x 1024 x 2048 TN 161 -> 178, 1024 x 2048 x 2048 NN
- *     169-176 -> 177-178.
+ *     k / 448 times; the tiles prefetch their strip's rows, read from L2. Against the first
+ *     blocking with k blocks of up to 1024 (its rule for such C until then, 384 x 384 blocks):
+ *     2048 x 1024 x 2048 TN 159 -> 174-179, 784 x 1024 x 2048 TN 161 -> 178, 1024 x 2048 x
+ *     2048 NN 169-176 -> 177-178.
  * The large blocking is taken for k > 128 (else both make one k block, and the small one's
  * panel stays in L1) when C has FNN_LARGE_C elements (2 MiB) or more, or half that and k >
  * 384 (four or more k blocks of the small blocking). Measured in one process, medians of 21
- * alternating runs (session 7), against 384 columns per block, no prefetch, and the large
- * blocking from 2 MiB of C for any k: 1024 x 256 x 512 NN 168 -> 188, 1024 x 512 x 784 NN
- * 177 -> 186, the wide step's products 1-4% faster; 512 x 512 x 256 TN and 784 x 512 x 32 TN
- * lost 4-5% with the large blocking, so k <= 384 keeps the small one below 2 MiB.
+ * alternating runs (session 7), against 384 x 384 blocks of 384 columns, no prefetch, and the
+ * large blocking from 2 MiB of C for any k: 1024 x 256 x 512 NN 168 -> 188, 1024 x 512 x 784
+ * NN 177 -> 186, the wide step's products 1-4% faster; 512 x 512 x 256 TN and 784 x 512 x 32
+ * TN lost 4-5% with the large blocking, so k <= 384 keeps the small one below 2 MiB. Blocks
+ * of 448 x 448 (784 KiB) instead of 384 x 384: NN 2-3% faster, TN and NT within 1%; 512 x 512
+ * made TN 3-12% slower (its packed 6-row panels of A outgrow L1).
  * Both buffers are on the heap; returns 0 when one is unavailable. */
 static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
                                      const FNN_T *b, ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc,
