@@ -148,8 +148,8 @@ def test_dense_forward_backward(batch, n_in, n_out, name, dtype, n_threads):
 @pytest.mark.parametrize("name", ["relu", "identity", "tanh"])
 def test_dense_forward_large_product(name, n_threads):
     """float32 products with C of 2^19 elements or more are blocked by up to 784 KiB of B's
-    columns (here two blocks) and k blocks of up to 448 (here three); bias and ReLU (or identity) are added in registers after the last k block, other
-    activations after."""
+    columns (here two blocks) and k blocks of up to 448 (here three); bias and ReLU (or
+    identity) are added in registers after the last k block, other activations after."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((600, 1100)).astype(np.float32)
     W = (rng.standard_normal((1100, 900)) / np.sqrt(1100)).astype(np.float32)
@@ -165,9 +165,10 @@ def test_dense_forward_large_product(name, n_threads):
 @pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf, "huge"])
 def test_dense_forward_proves_its_input_finite(batch, name, bad, dtype, n_threads):
     """check_x: True only where fastnn's GEMM ran the epilogue on every block and found x @ w
-    finite, which proves x finite; a NaN or infinity anywhere in x (here the last element, in
-    the last tile's masked lanes) or an overflow of finite x is never reported as finite. The
-    outputs are the same as without the check."""
+    finite, which proves x finite; a NaN or infinity anywhere in x (here its last element,
+    whose row of x @ w falls in the last, partial row tile, 90 columns ending in a masked
+    vector) or an overflow of finite x is never reported as finite. The outputs are the same
+    as without the check."""
     rng = np.random.default_rng(batch)
     x = rng.standard_normal((batch, 70)).astype(dtype)
     W = (rng.standard_normal((70, 90)) / 8).astype(dtype)

@@ -6,17 +6,17 @@
  * A register tile computes 6 rows x 4 vectors of C (6 x 64 floats, 6 x 32 doubles): each step
  * p broadcasts 6 elements of op(A)'s column p and multiplies them with 4 vectors of B's row
  * p (24 accumulators, 24 FMAs per 4 + 6 loads). Products with C under 2 MiB (2^19 floats;
- * fnn_gemm_b_rows has the exact rule) take k blocks of at most 128: per block and per strip of 4 vectors, B's panel (128 rows,
- * 32 KiB: L1) is packed once and swept
- * down all rows of C, the C tiles accumulating over the k blocks. Larger NN/TN products pack
- * B up to 448 rows by 784 KiB at a time (L2) and sweep those strips with each row tile
- * (fnn_gemm_b_rows says when); larger NT products take k blocks of up to 1024. NN reads A in place; TN packs A^T into 6-row
+ * fnn_gemm_b_rows has the exact rule) take k blocks of at most 128: per block and per strip
+ * of 4 vectors, B's panel (128 rows, 32 KiB: L1) is packed once and swept down all rows of
+ * C, the C tiles accumulating over the k blocks. Larger NN/TN products pack B up to 448
+ * rows by 784 KiB at a time (L2) and sweep those strips with each row tile; larger NT
+ * products take k blocks of up to 1024. NN reads A in place; TN packs A^T into 6-row
  * panels; NT packs its B^T panels with in-register transposes (16 x 16 floats, 8 x 8
  * doubles). gemm_impl.h holds the code, written once for both types; this file includes it
  * per type, after that type's register transpose.
  * Compared with OpenBLAS (bench/gemm_shapes.py), this wins most where one dimension is small,
  * as in training steps (float32 at batch 32: forward 0.55-0.65 of OpenBLAS's time, which
- * packs the whole weight matrix per call), and by 0-12% on large products.
+ * packs the whole weight matrix per call), and by 0-14% on large products.
  * An optional epilogue for the forward product, C = max(C + bias, 0) (relu) or C + bias, is
  * applied in registers as each tile of C is stored for the last time (NN and TN only); it can
  * also report whether the product holds NaN or infinity (a forward product does when its

@@ -17,8 +17,9 @@
 /* C[0:mr, 0:LANES nv] (+)= sum_p A[r, p] B[p, :]; A[r, p] at a[r rs_a + p cs_a]; the last
  * vector of each row is masked by `last` (columns beyond n). bias (when not NULL) is added
  * and relu applied to the tile as it is stored; nonfinite (when not NULL) is set to 1 if an
- * element of the tile is NaN or infinite before them (x - x is NaN exactly then). With prefetch, each step p also prefetches
- * B's row p + FNN_PREFETCH_B into L1: for panels that are read from L2 (deeper than L1 holds). */
+ * element of the tile is NaN or infinite before them (x - x is NaN exactly then). With
+ * prefetch, each step p also prefetches B's row p + FNN_PREFETCH_B into L1: for panels that
+ * are read from L2 (deeper than L1 holds). */
 FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, const FNN_T *a,
                                           ptrdiff_t rs_a, ptrdiff_t cs_a, const FNN_T *b, ptrdiff_t ldb,
                                           FNN_T *c, ptrdiff_t ldc, FNN_MASK last, int accumulate,

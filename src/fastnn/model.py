@@ -178,8 +178,9 @@ class Sequential:
     def _check_X_deferred(self, X, name="X"):
         """(X, unchecked): X checked as _check_X does, except that when the first layer is a
         Dense layer, NaN and infinity are left to it (unchecked = name, for _forward): its
-        product finds them on the way instead of a pass over X of its own (1-3% of a step
-        at batch 256: X has left the caches by the time the step starts). None: all checked."""
+        product finds them on the way instead of a pass over X of its own (up to 0.7-2.3% of
+        a 784-512-512-10 step at batch 256: X has left the caches by the time the step
+        starts). None: all checked."""
         deferred = isinstance(self.layers[0], Dense)
         X = check_matrix(X, name, self.dtype, n_features=self.input_dim, finite=not deferred)
         return X, (name if deferred else None)
