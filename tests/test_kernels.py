@@ -166,7 +166,7 @@ def test_dense_forward_large_product(name, n_threads):
 def test_dense_forward_proves_its_input_finite(batch, name, bad, dtype, n_threads):
     """check_x: True only where fastnn's GEMM ran the epilogue on every block and found x @ w
     finite, which proves x finite; a NaN or infinity anywhere in x (here its last element,
-    whose row of x @ w falls in the last, partial row tile, 90 columns ending in a masked
+    whose row of x @ w falls in the last row tile, 90 columns ending in a masked
     vector) or an overflow of finite x is never reported as finite. The outputs are the same
     as without the check."""
     rng = np.random.default_rng(batch)
