@@ -73,32 +73,23 @@ FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, co
         *nonfinite = 1;
 }
 
-/* (with nonfinite NULL as a constant, the check's code is left out of that copy: it cost the
- * small products 2-3% when tested at run time) */
 #define FNN_TILE_CASE(MR_, NV_)                                                                      \
     case (MR_) * 8 + (NV_):                                                                          \
-        if (nonfinite)                                                                               \
-            FNN_NAME(fnn_tile)(MR_, NV_, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias,  \
-                               relu, nonfinite, 0);                                                  \
-        else                                                                                         \
-            FNN_NAME(fnn_tile)(MR_, NV_, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias,  \
-                               relu, NULL, 0);                                                       \
+        FNN_NAME(fnn_tile)(MR_, NV_, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu, \
+                           nonfinite, 0);                                                            \
         break;
 #define FNN_TILE_ROW(MR_) FNN_TILE_CASE(MR_, 1) FNN_TILE_CASE(MR_, 2) FNN_TILE_CASE(MR_, 3) FNN_TILE_CASE(MR_, 4)
 
 /* fnn_tile for any mr <= FNN_MR, nv <= FNN_NV; prefetch applies to full tiles (the edges are
  * too few to matter). */
-static void FNN_NAME(fnn_tile_any)(int mr, int nv, int kc, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
-                                   const FNN_T *b, ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc, FNN_MASK last,
-                                   int accumulate, const FNN_T *bias, int relu, int *nonfinite, int prefetch)
+FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile_sized)(int mr, int nv, int kc, const FNN_T *a, ptrdiff_t rs_a,
+                                                ptrdiff_t cs_a, const FNN_T *b, ptrdiff_t ldb, FNN_T *c,
+                                                ptrdiff_t ldc, FNN_MASK last, int accumulate, const FNN_T *bias,
+                                                int relu, int *nonfinite, int prefetch)
 {
     if (prefetch && mr == FNN_MR && nv == FNN_NV) {
-        if (nonfinite)
-            FNN_NAME(fnn_tile)(FNN_MR, FNN_NV, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu,
-                               nonfinite, 1);
-        else
-            FNN_NAME(fnn_tile)(FNN_MR, FNN_NV, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu,
-                               NULL, 1);
+        FNN_NAME(fnn_tile)(FNN_MR, FNN_NV, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu,
+                           nonfinite, 1);
         return;
     }
     switch (mr * 8 + nv) {
@@ -106,6 +97,21 @@ static void FNN_NAME(fnn_tile_any)(int mr, int nv, int kc, const FNN_T *a, ptrdi
     default:
         break;
     }
+}
+
+/* fnn_tile_sized, compiled once with the non-finite check and once with nonfinite a constant
+ * NULL, which leaves the check's code out (tested at run time inside the tiles, it cost the
+ * small products 2-3%). */
+static void FNN_NAME(fnn_tile_any)(int mr, int nv, int kc, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
+                                   const FNN_T *b, ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc, FNN_MASK last,
+                                   int accumulate, const FNN_T *bias, int relu, int *nonfinite, int prefetch)
+{
+    if (nonfinite)
+        FNN_NAME(fnn_tile_sized)(mr, nv, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu,
+                                 nonfinite, prefetch);
+    else
+        FNN_NAME(fnn_tile_sized)(mr, nv, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu,
+                                 NULL, prefetch);
 }
 
 /* The k block of C (m x n) = A B^T: blocks of 128 keep B^T's panel (128 x FNN_NC) in L1; when
