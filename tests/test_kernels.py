@@ -160,6 +160,24 @@ def test_dense_forward_large_product(name, n_threads):
     assert_close(y, y_ref, np.float32, scale=float((np.abs(x) @ np.abs(W)).max()))
 
 
+def test_dense_forward_skips_zero_steps_and_still_proves_x_finite(n_threads):
+    """The large product skips the input columns that are zero in all six rows of a tile
+    (here half of them, as blank pixels): y is unchanged, and a NaN in such a column is a
+    nonzero step, so x is not proven finite."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1024, 784)).astype(np.float32)
+    blank = rng.random(784) < 0.5
+    x[:, blank] = 0
+    W = (rng.standard_normal((784, 512)) / 28).astype(np.float32)
+    b = rng.standard_normal(512).astype(np.float32)
+    y = np.empty((1024, 512), np.float32)
+    assert dense.dense_forward(x, W, b, None, y, kind("relu"), 0.0, n_threads, True)
+    _, y_ref = ref.dense_forward(x, W, b, "relu", 0.0)
+    assert_close(y, y_ref, np.float32, scale=float((np.abs(x) @ np.abs(W)).max()))
+    x[500, np.flatnonzero(blank)[3]] = np.nan
+    assert not dense.dense_forward(x, W, b, None, y, kind("relu"), 0.0, n_threads, True)
+
+
 @pytest.mark.parametrize("batch", [2, 37, 300])
 @pytest.mark.parametrize("name", ["relu", "identity", "tanh"])
 @pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf, "huge"])

@@ -17,6 +17,11 @@
  * Compared with OpenBLAS (bench/gemm_shapes.py), this wins most where one dimension is small,
  * as in training steps (float32 at batch 32: forward 0.55-0.65 of OpenBLAS's time, which
  * packs the whole weight matrix per call), and by 0-14% on large products.
+ * Large NN products skip the steps p at which a tile's 6 rows of A are all zero (blank
+ * pixels, ReLU outputs; fnn_nonzero_steps), in each row tile's strips but the first: the
+ * result is the dense product's (B finite). Measured (C harness, 784-512-256 trained 3 epochs
+ * on Fashion-MNIST, 1024 test images, side by side): X W1 1.11x, H1 W2 1.33x faster; dense A
+ * within +-0.5%.
  * An optional epilogue for the forward product, C = max(C + bias, 0) (relu) or C + bias, is
  * applied in registers as each tile of C is stored for the last time (NN and TN only); it can
  * also report whether the product holds NaN or infinity (a forward product does when its
@@ -49,6 +54,12 @@ static inline int fnn_k_block(int k, int limit)
 {
     int blocks = (k + limit - 1) / limit;
     return (k + blocks - 1) / blocks;
+}
+
+/* 64-byte aligned heap memory of at least `bytes` (aligned_alloc wants a multiple of 64) */
+static inline void *fnn_aligned_alloc(size_t bytes)
+{
+    return aligned_alloc(64, (bytes + 63) / 64 * 64);
 }
 
 /* Whether fastnn_gemm_f32/_f64 compute this product (else they return 0 and BLAS should). */
@@ -97,6 +108,13 @@ static inline void fnn_transpose_block_f32(float *dst, const float *src, ptrdiff
     }
 }
 
+/* dst[0, q) = p + j for the q set bits j of `nonzero` (16 lanes), in order; writes 16 ints */
+static inline void fnn_store_steps_f32(int *dst, __mmask16 nonzero, int p)
+{
+    __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    _mm512_storeu_si512(dst, _mm512_maskz_compress_epi32(nonzero, _mm512_add_epi32(lanes, _mm512_set1_epi32(p))));
+}
+
 #include "gemm_impl.h"
 
 #define FNN_T double
@@ -130,6 +148,13 @@ static inline void fnn_transpose_block_f64(double *dst, const double *src, ptrdi
         _mm512_storeu_pd(dst + (ptrdiff_t)s * FNN_NC, _mm512_shuffle_f64x2(u[s], u[4 + s], 0x88));
         _mm512_storeu_pd(dst + (ptrdiff_t)(s + 4) * FNN_NC, _mm512_shuffle_f64x2(u[s], u[4 + s], 0xDD));
     }
+}
+
+/* dst[0, q) = p + j for the q set bits j of `nonzero` (8 lanes), in order; writes 8 ints */
+static inline void fnn_store_steps_f64(int *dst, __mmask8 nonzero, int p)
+{
+    __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_storeu_si256((__m256i *)dst, _mm256_maskz_compress_epi32(nonzero, _mm256_add_epi32(lanes, _mm256_set1_epi32(p))));
 }
 
 #include "gemm_impl.h"

@@ -19,11 +19,14 @@
  * and relu applied to the tile as it is stored; nonfinite (when not NULL) is set to 1 if an
  * element of the tile is NaN or infinite before them (x - x is NaN exactly then). With
  * prefetch, each step p also prefetches B's row p + FNN_PREFETCH_B into L1: for panels that
- * are read from L2 (deeper than L1 holds). */
+ * are read from L2 (deeper than L1 holds). steps (when not NULL) lists the rows of B that step
+ * p reads (fnn_nonzero_steps: the steps where op(A) is not all zero), padded with
+ * FNN_PREFETCH_B more for the prefetch. */
 FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, const FNN_T *a,
                                           ptrdiff_t rs_a, ptrdiff_t cs_a, const FNN_T *b, ptrdiff_t ldb,
                                           FNN_T *c, ptrdiff_t ldc, FNN_MASK last, int accumulate,
-                                          const FNN_T *bias, int relu, int *nonfinite, const int prefetch)
+                                          const FNN_T *bias, int relu, int *nonfinite, const int *steps,
+                                          const int prefetch)
 {
     FNN_VEC acc[FNN_MR][FNN_NV];
     FNN_MASK bad = 0;
@@ -37,7 +40,8 @@ FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, co
     }
     for (int p = 0; p < kc; p++) {
         FNN_VEC bv[FNN_NV];
-        const FNN_T *brow = b + p * ldb;
+        const FNN_T *brow = b + (steps ? steps[p] : p) * ldb;
+        const FNN_T *ahead = steps ? b + steps[p + FNN_PREFETCH_B] * ldb : brow + FNN_PREFETCH_B * ldb;
         const FNN_T *acol = a + p * cs_a;
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++)
@@ -45,7 +49,7 @@ FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, co
         if (prefetch)
 #pragma GCC unroll 4
             for (int v = 0; v < nv; v++)
-                _mm_prefetch((const char *)(brow + FNN_PREFETCH_B * ldb + FNN_LANES * v), _MM_HINT_T0);
+                _mm_prefetch((const char *)(ahead + FNN_LANES * v), _MM_HINT_T0);
 #pragma GCC unroll 6
         for (int r = 0; r < mr; r++) {
             FNN_VEC av = FNN_OP(set1)(acol[r * rs_a]);
@@ -76,7 +80,7 @@ FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile)(const int mr, const int nv, int kc, co
 #define FNN_TILE_CASE(MR_, NV_)                                                                      \
     case (MR_) * 8 + (NV_):                                                                          \
         FNN_NAME(fnn_tile)(MR_, NV_, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu, \
-                           nonfinite, 0);                                                            \
+                           nonfinite, NULL, 0);                                                      \
         break;
 #define FNN_TILE_ROW(MR_) FNN_TILE_CASE(MR_, 1) FNN_TILE_CASE(MR_, 2) FNN_TILE_CASE(MR_, 3) FNN_TILE_CASE(MR_, 4)
 
@@ -89,7 +93,7 @@ FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile_sized)(int mr, int nv, int kc, const FN
 {
     if (prefetch && mr == FNN_MR && nv == FNN_NV) {
         FNN_NAME(fnn_tile)(FNN_MR, FNN_NV, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu,
-                           nonfinite, 1);
+                           nonfinite, NULL, 1);
         return;
     }
     switch (mr * 8 + nv) {
@@ -112,6 +116,57 @@ static void FNN_NAME(fnn_tile_any)(int mr, int nv, int kc, const FNN_T *a, ptrdi
     else
         FNN_NAME(fnn_tile_sized)(mr, nv, kc, a, rs_a, cs_a, b, ldb, c, ldc, last, accumulate, bias, relu,
                                  NULL, prefetch);
+}
+
+/* A full tile over the listed steps of a panel read from L2 (fnn_tile with steps and
+ * prefetch), A's rows rs_a apart, B's FNN_NC; compiled with and without the non-finite check
+ * as fnn_tile_any. */
+static void FNN_NAME(fnn_tile_steps)(int kc, const int *steps, const FNN_T *a, ptrdiff_t rs_a, const FNN_T *b,
+                                     FNN_T *c, ptrdiff_t ldc, int accumulate, const FNN_T *bias, int relu,
+                                     int *nonfinite)
+{
+    if (nonfinite)
+        FNN_NAME(fnn_tile)(FNN_MR, FNN_NV, kc, a, rs_a, 1, b, FNN_NC, c, ldc, FNN_FULL, accumulate, bias, relu,
+                           nonfinite, steps, 1);
+    else
+        FNN_NAME(fnn_tile)(FNN_MR, FNN_NV, kc, a, rs_a, 1, b, FNN_NC, c, ldc, FNN_FULL, accumulate, bias, relu,
+                           NULL, steps, 1);
+}
+
+/* Exact zeros of A skipped: the steps p < kc at which a full tile's 6 rows of A (a[r lda + p],
+ * read in place) are not all zero (NaN and infinity count as nonzero). Returns -1 when fewer
+ * than kc / 8 steps are all zero (the dense tile is then as fast); else their count q, with
+ * their indices in steps[0, q) (padded with FNN_PREFETCH_B copies of the last) and the tile's
+ * values at them in dst (row r at dst + r ldd, ldd >= kc + FNN_LANES). A step adds
+ * a[r, p] B[p, :] to row r of C; where a[r, p] = 0 that is +-0 (B finite), which leaves the sum
+ * as it is: C is the dense product's, up to the sign of zeros, and NaN from 0 x inf in B. */
+static int FNN_NAME(fnn_nonzero_steps)(const FNN_T *a, ptrdiff_t lda, int kc, FNN_T *dst, ptrdiff_t ldd,
+                                        int *steps)
+{
+    int kept = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        kept = 0;
+        for (int p = 0; p < kc; p += FNN_LANES) {
+            FNN_MASK k = kc - p < FNN_LANES ? (FNN_MASK)((1u << (kc - p)) - 1u) : FNN_FULL;
+            FNN_MASK nonzero = 0;
+            FNN_VEC row[FNN_MR];
+            for (int r = 0; r < FNN_MR; r++) {
+                row[r] = FNN_OP(maskz_loadu)(k, a + r * lda + p);
+                nonzero |= FNN_MASK_CMP(k, row[r], FNN_OP(setzero)(), _CMP_NEQ_UQ);
+            }
+            if (pass) {
+                for (int r = 0; r < FNN_MR; r++)
+                    FNN_OP(storeu)(dst + r * ldd + kept, FNN_OP(maskz_compress)(nonzero, row[r]));
+                FNN_NAME(fnn_store_steps)(steps + kept, nonzero, p);
+            }
+            kept += __builtin_popcount(nonzero);
+        }
+        if (!pass && kc - kept < kc / 8)
+            return -1;
+    }
+    for (int q = kept; q < kept + FNN_PREFETCH_B; q++)
+        steps[q] = kept ? steps[kept - 1] : 0;
+    return kept;
 }
 
 /* The k block of C (m x n) = A B^T: blocks of 128 keep B^T's panel (128 x FNN_NC) in L1; when
@@ -186,12 +241,17 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
         nb = ((n + blocks - 1) / blocks + FNN_NC - 1) / FNN_NC * FNN_NC;
     }
     int pack_a = rs_a == 1 && cs_a != 1 && n > FNN_NC;
-    FNN_T *bpack = aligned_alloc(64, (size_t)kc_max * nb * sizeof(FNN_T));
-    /* aligned_alloc wants a size that is a multiple of the alignment: round rows up to 16 */
-    FNN_T *apack = pack_a ? aligned_alloc(64, (size_t)kc_max * ((m + FNN_MR + 15) / 16 * 16) * sizeof(FNN_T)) : NULL;
-    if (!bpack || (pack_a && !apack)) {
+    int skip_zeros = large && cs_a == 1;   /* NN, A read in place: fnn_nonzero_steps per full tile */
+    ptrdiff_t ldd = kc_max + FNN_LANES;
+    FNN_T *bpack = fnn_aligned_alloc((size_t)kc_max * nb * sizeof(FNN_T));
+    FNN_T *apack = pack_a ? fnn_aligned_alloc((size_t)kc_max * (m + FNN_MR) * sizeof(FNN_T)) : NULL;
+    FNN_T *a_nonzero = skip_zeros ? fnn_aligned_alloc(FNN_MR * ldd * sizeof(FNN_T)) : NULL;
+    int *steps = skip_zeros ? fnn_aligned_alloc((ldd + FNN_PREFETCH_B) * sizeof(int)) : NULL;
+    if (!bpack || (pack_a && !apack) || (skip_zeros && !(a_nonzero && steps))) {
         free(bpack);
         free(apack);
+        free(a_nonzero);
+        free(steps);
         return 0;
     }
     for (int p0 = 0; p0 < k; p0 += kc_max) {
@@ -216,18 +276,28 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
                 int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
                 const FNN_T *a_tile = pack_a ? apack + (ptrdiff_t)i0 * kc : a + i0 * rs_a + p0 * cs_a;
                 ptrdiff_t rs = pack_a ? 1 : rs_a, cs = pack_a ? FNN_MR : cs_a;
+                int kept = -1;   /* the steps to take with a_nonzero, or -1: all, with a_tile */
                 for (int j0 = jb; j0 < jend; j0 += FNN_NC) {
                     int nv;
                     FNN_MASK last;
                     FNN_NAME(fnn_strip)(n, j0, &nv, &last);
-                    FNN_NAME(fnn_tile_any)(mr, nv, kc, a_tile, rs, cs, bpack + (ptrdiff_t)(j0 - jb) * kc, FNN_NC,
-                                           c + i0 * ldc + j0, ldc, last, p0 > 0, final && bias ? bias + j0 : NULL,
-                                           final && relu,
-                                           final ? nonfinite : NULL, large);
+                    const FNN_T *panel = bpack + (ptrdiff_t)(j0 - jb) * kc;
+                    FNN_T *c_tile = c + i0 * ldc + j0;
+                    const FNN_T *bias_tile = final && bias ? bias + j0 : NULL;
+                    if (kept >= 0 && nv == FNN_NV)
+                        FNN_NAME(fnn_tile_steps)(kept, steps, a_nonzero, ldd, panel, c_tile, ldc, p0 > 0, bias_tile,
+                                                 final && relu, final ? nonfinite : NULL);
+                    else
+                        FNN_NAME(fnn_tile_any)(mr, nv, kc, a_tile, rs, cs, panel, FNN_NC, c_tile, ldc, last, p0 > 0,
+                                               bias_tile, final && relu, final ? nonfinite : NULL, large);
+                    if (j0 == jb && skip_zeros && mr == FNN_MR)   /* the first strip's tile brought A to L1 */
+                        kept = FNN_NAME(fnn_nonzero_steps)(a_tile, rs, kc, a_nonzero, ldd, steps);
                 }
             }
         }
     }
+    free(steps);
+    free(a_nonzero);
     free(apack);
     free(bpack);
     return 1;
@@ -259,7 +329,7 @@ static int FNN_NAME(fnn_gemm_nt)(int m, int n, int k, const FNN_T *a, ptrdiff_t 
                                  ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc)
 {
     int kc_max = FNN_NAME(fnn_kc_max)(m, n, k);
-    FNN_T *panel = aligned_alloc(64, (size_t)kc_max * FNN_NC * sizeof(FNN_T));
+    FNN_T *panel = fnn_aligned_alloc((size_t)kc_max * FNN_NC * sizeof(FNN_T));
     if (!panel)
         return 0;
     for (int j0 = 0; j0 < n; j0 += FNN_NC) {
