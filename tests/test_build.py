@@ -76,26 +76,28 @@ def test_gemm_own_kernels_match_numpy(trans_a, trans_b, dtype):
         assert_close(split, expected, dtype, scale=max(1.0, k))
 
 
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("m,n,k", [(1027, 520, 900), (250, 200, 300)])
 @pytest.mark.parametrize("n_threads", [1, 2])
-def test_gemm_skips_all_zero_steps_exactly(dtype, n_threads):
-    """Large NN products skip the steps p at which a 6-row tile of A is all zero (blank
-    pixels, ReLU outputs), in all but each tile's first strip of B. Tiles here have many such
-    steps (skipped), few (the dense tile), or only such steps (no step left); the last tile
-    (partial) and strip (8 columns) are dense; a NaN or infinity in A is a nonzero step, so its
-    row stays NaN or infinite. C is the dense product's."""
+def test_gemm_skips_all_zero_steps_exactly(dtype, trans_a, m, n, k, n_threads):
+    """Products of two strips of B or more skip the steps p at which a 6-row tile of op(A) is
+    all zero (blank pixels, ReLU outputs): in packed panels of A^T, and in A read in place
+    after each tile's first strip; for C of 2 MiB or more (first shape) and under (second).
+    Tiles here have many such steps (skipped), few (the dense tile), or only such steps (no
+    step left); the last tile (partial) and strip (8 columns) are dense; a NaN or infinity in
+    A is a nonzero step, so its row stays NaN or infinite. C is the dense product's."""
     rng = np.random.default_rng(7)
-    m, n, k = 1027, 520, 900
-    a = rng.standard_normal((m, k)).astype(dtype)
+    op_a = rng.standard_normal((m, k)).astype(dtype)
     b = rng.standard_normal((k, n)).astype(dtype)
-    tiles = a[:m // 6 * 6].reshape(-1, 6, k)
+    tiles = op_a[:m // 6 * 6].reshape(-1, 6, k)
     for t in range(len(tiles)):
         tiles[t][:, rng.random(k) < (0.9, 0.5, 0.05, 1.0)[t % 4]] = 0
-    a[-1, rng.random(k) < 0.7] = 0
-    a[100, 37] = np.nan     # tile 16: 90% zero steps
-    a[213, 880] = np.inf    # tile 35: all zero but this
-    expected = a.astype(np.float64) @ b.astype(np.float64)
+    op_a[-1, rng.random(k) < 0.7] = 0
+    op_a[100, 37] = np.nan     # tile 16: 90% zero steps
+    op_a[213, 280] = np.inf    # tile 35: all zero but this
+    expected = op_a.astype(np.float64) @ b.astype(np.float64)
     c = np.full((m, n), np.nan, dtype)
-    _blas.gemm_rowmajor(a, b, c, n_threads=n_threads)
+    _blas.gemm_rowmajor(op_a.T.copy() if trans_a else op_a, b, c, trans_a, n_threads=n_threads)
     assert np.isnan(c[100]).all() and np.isinf(c[213]).all()
     finite = np.isfinite(expected).all(axis=1)
     assert finite.sum() == m - 2

@@ -118,55 +118,95 @@ static void FNN_NAME(fnn_tile_any)(int mr, int nv, int kc, const FNN_T *a, ptrdi
                                  NULL, prefetch);
 }
 
-/* A full tile over the listed steps of a panel read from L2 (fnn_tile with steps and
- * prefetch), A's rows rs_a apart, B's FNN_NC; compiled with and without the non-finite check
- * as fnn_tile_any. */
-static void FNN_NAME(fnn_tile_steps)(int kc, const int *steps, const FNN_T *a, ptrdiff_t rs_a, const FNN_T *b,
-                                     FNN_T *c, ptrdiff_t ldc, int accumulate, const FNN_T *bias, int relu,
-                                     int *nonfinite)
+#define FNN_STEPS_CASE(NV_)                                                                           \
+    case NV_:                                                                                         \
+        FNN_NAME(fnn_tile)(FNN_MR, NV_, kc, a, rs_a, cs_a, b, FNN_NC, c, ldc, last, accumulate, bias, relu, \
+                           nonfinite, steps, 1);                                                      \
+        break;
+
+/* A full-height tile over the listed steps, nv vectors of a packed strip of B wide
+ * (fnn_tile with steps, prefetching B's rows). */
+FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile_steps_sized)(int nv, int kc, const int *steps, const FNN_T *a,
+                                                      ptrdiff_t rs_a, ptrdiff_t cs_a, const FNN_T *b, FNN_T *c,
+                                                      ptrdiff_t ldc, FNN_MASK last, int accumulate,
+                                                      const FNN_T *bias, int relu, int *nonfinite)
 {
-    if (nonfinite)
-        FNN_NAME(fnn_tile)(FNN_MR, FNN_NV, kc, a, rs_a, 1, b, FNN_NC, c, ldc, FNN_FULL, accumulate, bias, relu,
-                           nonfinite, steps, 1);
-    else
-        FNN_NAME(fnn_tile)(FNN_MR, FNN_NV, kc, a, rs_a, 1, b, FNN_NC, c, ldc, FNN_FULL, accumulate, bias, relu,
-                           NULL, steps, 1);
+    switch (nv) {
+        FNN_STEPS_CASE(1) FNN_STEPS_CASE(2) FNN_STEPS_CASE(3) FNN_STEPS_CASE(4)
+    default:
+        break;
+    }
 }
 
-/* Exact zeros of A skipped: the steps p < kc at which a full tile's 6 rows of A (a[r lda + p],
- * read in place) are not all zero (NaN and infinity count as nonzero). Returns -1 when fewer
- * than kc / 8 steps are all zero (the dense tile is then as fast); else their count q, with
- * their indices in steps[0, q) (padded with FNN_PREFETCH_B copies of the last) and the tile's
- * values at them in dst (row r at dst + r ldd, ldd >= kc + FNN_LANES). A step adds
- * a[r, p] B[p, :] to row r of C; where a[r, p] = 0 that is +-0 (B finite), which leaves the sum
- * as it is: C is the dense product's, up to the sign of zeros, and NaN from 0 x inf in B. */
+/* fnn_tile_steps_sized, compiled with and without the non-finite check as fnn_tile_any */
+static void FNN_NAME(fnn_tile_steps)(int nv, int kc, const int *steps, const FNN_T *a, ptrdiff_t rs_a,
+                                     ptrdiff_t cs_a, const FNN_T *b, FNN_T *c, ptrdiff_t ldc, FNN_MASK last,
+                                     int accumulate, const FNN_T *bias, int relu, int *nonfinite)
+{
+    if (nonfinite)
+        FNN_NAME(fnn_tile_steps_sized)(nv, kc, steps, a, rs_a, cs_a, b, c, ldc, last, accumulate, bias, relu,
+                                       nonfinite);
+    else
+        FNN_NAME(fnn_tile_steps_sized)(nv, kc, steps, a, rs_a, cs_a, b, c, ldc, last, accumulate, bias, relu,
+                                       NULL);
+}
+
+/* Exact zeros of A skipped. A tile's step p adds a[r, p] B[p, :] to each row r of C; where the
+ * tile's 6 elements of A's column p are all zero (blank pixels, ReLU outputs) that adds +-0
+ * (B finite), which leaves the sums as they are: the tiles may take only the other steps, and
+ * C is the dense product's (up to the sign of zeros, and the NaN of 0 x inf in B). NaN and
+ * infinity count as nonzero. Worth it only where at least FNN_SKIP_MIN of a tile's steps
+ * are zero: the step list costs the tile time.
+ *
+ * fnn_nonzero_steps: for a full tile of A read in place (a[r lda + p], p < kc), returns -1
+ * when fewer than FNN_SKIP_MIN of its steps are all zero; else their count q, with their
+ * indices in steps[0, q) (padded for the prefetch) and the tile's values at them in dst (row r
+ * at dst + r ldd, ldd >= kc + FNN_LANES). */
 static int FNN_NAME(fnn_nonzero_steps)(const FNN_T *a, ptrdiff_t lda, int kc, FNN_T *dst, ptrdiff_t ldd,
                                         int *steps)
 {
-    int kept = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        kept = 0;
-        for (int p = 0; p < kc; p += FNN_LANES) {
-            FNN_MASK k = kc - p < FNN_LANES ? (FNN_MASK)((1u << (kc - p)) - 1u) : FNN_FULL;
-            FNN_MASK nonzero = 0;
-            FNN_VEC row[FNN_MR];
-            for (int r = 0; r < FNN_MR; r++) {
-                row[r] = FNN_OP(maskz_loadu)(k, a + r * lda + p);
-                nonzero |= FNN_MASK_CMP(k, row[r], FNN_OP(setzero)(), _CMP_NEQ_UQ);
-            }
-            if (pass) {
-                for (int r = 0; r < FNN_MR; r++)
-                    FNN_OP(storeu)(dst + r * ldd + kept, FNN_OP(maskz_compress)(nonzero, row[r]));
-                FNN_NAME(fnn_store_steps)(steps + kept, nonzero, p);
-            }
-            kept += __builtin_popcount(nonzero);
-        }
-        if (!pass && kc - kept < kc / 8)
-            return -1;
+    int zero = 0, kept = 0;
+    for (int p = 0; p < kc; p += FNN_LANES) {   /* count first: one masked compare per row */
+        FNN_MASK all_zero = kc - p < FNN_LANES ? (FNN_MASK)((1u << (kc - p)) - 1u) : FNN_FULL;
+        for (int r = 0; r < FNN_MR; r++)
+            all_zero = FNN_MASK_CMP(all_zero, FNN_OP(maskz_loadu)(all_zero, a + r * lda + p), FNN_OP(setzero)(),
+                                    _CMP_EQ_OQ);
+        zero += __builtin_popcount(all_zero);
     }
-    for (int q = kept; q < kept + FNN_PREFETCH_B; q++)
-        steps[q] = kept ? steps[kept - 1] : 0;
-    return kept;
+    if (zero < FNN_SKIP_MIN(kc))
+        return -1;
+    for (int p = 0; p < kc; p += FNN_LANES) {
+        FNN_MASK k = kc - p < FNN_LANES ? (FNN_MASK)((1u << (kc - p)) - 1u) : FNN_FULL;
+        FNN_MASK nonzero = 0;
+        FNN_VEC row[FNN_MR];
+        for (int r = 0; r < FNN_MR; r++) {
+            row[r] = FNN_OP(maskz_loadu)(k, a + r * lda + p);
+            nonzero |= FNN_MASK_CMP(k, row[r], FNN_OP(setzero)(), _CMP_NEQ_UQ);
+        }
+        for (int r = 0; r < FNN_MR; r++)
+            FNN_OP(storeu)(dst + r * ldd + kept, FNN_OP(maskz_compress)(nonzero, row[r]));
+        FNN_NAME(fnn_store_steps)(steps + kept, nonzero, p);
+        kept += __builtin_popcount(nonzero);
+    }
+    return fnn_pad_steps(steps, kept);
+}
+
+/* fnn_pack_a's panel (kc x 6, [p][r]) of a full tile with `zero` all-zero steps: -1 when they
+ * are fewer than FNN_SKIP_MIN; else the panel compacted in place to its other steps, listed
+ * in `steps`, and their count. */
+static int FNN_NAME(fnn_compact_panel)(FNN_T *panel, int kc, int zero, int *steps)
+{
+    FNN_MASK six = (FNN_MASK)((1u << FNN_MR) - 1u);
+    int q = 0;
+    if (zero < FNN_SKIP_MIN(kc))
+        return -1;
+    for (int p = 0; p < kc; p++) {   /* q <= p: each step moves down, or stays */
+        FNN_VEC v = FNN_OP(maskz_loadu)(six, panel + p * FNN_MR);
+        FNN_OP(mask_storeu)(panel + q * FNN_MR, six, v);
+        steps[q] = p;
+        q += FNN_MASK_CMP(six, v, FNN_OP(setzero)(), _CMP_NEQ_UQ) != 0;
+    }
+    return fnn_pad_steps(steps, q);
 }
 
 /* The k block of C (m x n) = A B^T: blocks of 128 keep B^T's panel (128 x FNN_NC) in L1; when
@@ -181,16 +221,23 @@ static inline int FNN_NAME(fnn_kc_max)(int m, int n, int k)
 
 /* dst[t][p][r] = A[p, t + r] (op(A) = A^T, A row-major with leading dimension lda) for row
  * tiles t = 0, 6, 12, ...: one contiguous kc x 6 panel per tile, each of its rows one masked
- * 6-element copy (rows beyond `rows` in the last panel are left unset and never read) */
-static void FNN_NAME(fnn_pack_a)(FNN_T *dst, const FNN_T *a, ptrdiff_t lda, int rows, int kc)
+ * 6-element copy (rows beyond `rows` in the last panel are left unset and never read). Full
+ * tiles with enough all-zero steps are compacted (fnn_compact_panel): kept[t / 6] is their
+ * step count, with the steps at steps + (t / 6) lds; -1 for the others (dense panels). */
+static void FNN_NAME(fnn_pack_a)(FNN_T *dst, const FNN_T *a, ptrdiff_t lda, int rows, int kc, int *steps,
+                                 ptrdiff_t lds, int *kept)
 {
     for (int t = 0; t < rows; t += FNN_MR) {
-        int mr = rows - t < FNN_MR ? rows - t : FNN_MR;
+        int mr = rows - t < FNN_MR ? rows - t : FNN_MR, zero = 0;
         FNN_MASK k = (FNN_MASK)((1u << mr) - 1u);
         FNN_T *d = dst + (ptrdiff_t)t * kc;
         const FNN_T *src = a + t;
-        for (int p = 0; p < kc; p++)
-            FNN_OP(mask_storeu)(d + p * FNN_MR, k, FNN_OP(maskz_loadu)(k, src + p * lda));
+        for (int p = 0; p < kc; p++) {
+            FNN_VEC v = FNN_OP(maskz_loadu)(k, src + p * lda);
+            FNN_OP(mask_storeu)(d + p * FNN_MR, k, v);
+            zero += FNN_MASK_CMP(k, v, FNN_OP(setzero)(), _CMP_NEQ_UQ) == 0;
+        }
+        kept[t / FNN_MR] = mr == FNN_MR ? FNN_NAME(fnn_compact_panel)(d, kc, zero, steps + t / FNN_MR * lds) : -1;
     }
 }
 
@@ -240,27 +287,38 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
         int blocks = (n + nb_max - 1) / nb_max;
         nb = ((n + blocks - 1) / blocks + FNN_NC - 1) / FNN_NC * FNN_NC;
     }
+    /* zero steps are skipped where B's panels serve two strips or more: in panels of A^T
+     * (packed), or in A read in place (NN) after each tile's first strip, which brings it to L1
+     * (tested before it, the tile's A exposed the memory's latency: dense products 3-4% slower),
+     * looked for in each k block after one where a tile had enough (dense A: in the first only,
+     * which costs small products 1-2%, against 2-4% for looking in every k block) */
     int pack_a = rs_a == 1 && cs_a != 1 && n > FNN_NC;
-    int skip_zeros = large && cs_a == 1;   /* NN, A read in place: fnn_nonzero_steps per full tile */
-    ptrdiff_t ldd = kc_max + FNN_LANES;
+    int in_place = cs_a == 1 && n > FNN_NC, look = in_place;
+    int tiles = (m + FNN_MR - 1) / FNN_MR;
+    int listed = pack_a ? tiles : in_place ? (large ? 1 : tiles) : 0;   /* tiles with a step list */
+    ptrdiff_t ldd = kc_max + FNN_LANES, lds = ldd + FNN_PREFETCH_B;
     FNN_T *bpack = fnn_aligned_alloc((size_t)kc_max * nb * sizeof(FNN_T));
     FNN_T *apack = pack_a ? fnn_aligned_alloc((size_t)kc_max * (m + FNN_MR) * sizeof(FNN_T)) : NULL;
-    FNN_T *a_nonzero = skip_zeros ? fnn_aligned_alloc(FNN_MR * ldd * sizeof(FNN_T)) : NULL;
-    int *steps = skip_zeros ? fnn_aligned_alloc((ldd + FNN_PREFETCH_B) * sizeof(int)) : NULL;
-    if (!bpack || (pack_a && !apack) || (skip_zeros && !(a_nonzero && steps))) {
+    FNN_T *a_nonzero = in_place ? fnn_aligned_alloc((size_t)listed * FNN_MR * ldd * sizeof(FNN_T)) : NULL;
+    int *steps = listed ? fnn_aligned_alloc((size_t)listed * lds * sizeof(int)) : NULL;
+    int *kept = listed ? fnn_aligned_alloc((size_t)listed * sizeof(int)) : NULL;
+    if (!bpack || (pack_a && !apack) || (in_place && !a_nonzero) || (listed && !(steps && kept))) {
         free(bpack);
         free(apack);
         free(a_nonzero);
         free(steps);
+        free(kept);
         return 0;
     }
     for (int p0 = 0; p0 < k; p0 += kc_max) {
         int kc = k - p0 < kc_max ? k - p0 : kc_max;
         int final = p0 + kc == k;
+        int found = 0;   /* a tile of A in place with enough zero steps, in this k block */
         if (pack_a)
-            FNN_NAME(fnn_pack_a)(apack, a + p0 * cs_a, cs_a, m, kc);
+            FNN_NAME(fnn_pack_a)(apack, a + p0 * cs_a, cs_a, m, kc, steps, lds, kept);
         for (int jb = 0; jb < n; jb += nb) {
             int jend = n - jb < nb ? n : jb + nb;
+            int first_strip = large ? jb : 0;   /* whose tiles bring A in place to L1 for this k block */
             for (int j0 = jb; j0 < jend; j0 += FNN_NC) {
                 int nv;
                 FNN_MASK last;
@@ -276,7 +334,11 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
                 int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
                 const FNN_T *a_tile = pack_a ? apack + (ptrdiff_t)i0 * kc : a + i0 * rs_a + p0 * cs_a;
                 ptrdiff_t rs = pack_a ? 1 : rs_a, cs = pack_a ? FNN_MR : cs_a;
-                int kept = -1;   /* the steps to take with a_nonzero, or -1: all, with a_tile */
+                int t = large && in_place ? 0 : i0 / FNN_MR;   /* its step list */
+                int *t_steps = listed ? steps + t * lds : NULL;
+                const FNN_T *t_nonzero = in_place ? a_nonzero + (ptrdiff_t)t * FNN_MR * ldd : a_tile;
+                if (in_place && jb == first_strip)
+                    kept[t] = -1;
                 for (int j0 = jb; j0 < jend; j0 += FNN_NC) {
                     int nv;
                     FNN_MASK last;
@@ -284,18 +346,24 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
                     const FNN_T *panel = bpack + (ptrdiff_t)(j0 - jb) * kc;
                     FNN_T *c_tile = c + i0 * ldc + j0;
                     const FNN_T *bias_tile = final && bias ? bias + j0 : NULL;
-                    if (kept >= 0 && nv == FNN_NV)
-                        FNN_NAME(fnn_tile_steps)(kept, steps, a_nonzero, ldd, panel, c_tile, ldc, p0 > 0, bias_tile,
+                    if (listed && kept[t] >= 0)
+                        FNN_NAME(fnn_tile_steps)(nv, kept[t], t_steps, t_nonzero, in_place ? ldd : rs,
+                                                 in_place ? 1 : cs, panel, c_tile, ldc, last, p0 > 0, bias_tile,
                                                  final && relu, final ? nonfinite : NULL);
                     else
                         FNN_NAME(fnn_tile_any)(mr, nv, kc, a_tile, rs, cs, panel, FNN_NC, c_tile, ldc, last, p0 > 0,
                                                bias_tile, final && relu, final ? nonfinite : NULL, large);
-                    if (j0 == jb && skip_zeros && mr == FNN_MR)   /* the first strip's tile brought A to L1 */
-                        kept = FNN_NAME(fnn_nonzero_steps)(a_tile, rs, kc, a_nonzero, ldd, steps);
+                    if (look && j0 == first_strip && mr == FNN_MR) {   /* its tile brought A to L1 */
+                        kept[t] = FNN_NAME(fnn_nonzero_steps)(a_tile, rs, kc, a_nonzero + (ptrdiff_t)t * FNN_MR * ldd,
+                                                              ldd, t_steps);
+                        found |= kept[t] >= 0;
+                    }
                 }
             }
         }
+        look = look && found;
     }
+    free(kept);
     free(steps);
     free(a_nonzero);
     free(apack);
@@ -372,6 +440,7 @@ static int FNN_NAME(fastnn_gemm)(int trans_a, int trans_b, int m, int n, int k, 
     return FNN_NAME(fnn_gemm_b_rows)(m, n, k, a, lda, 1, b, ldb, c, ldc, bias, relu, nonfinite);
 }
 
+#undef FNN_STEPS_CASE
 #undef FNN_TILE_ROW
 #undef FNN_TILE_CASE
 #undef FNN_MASK_CMP
