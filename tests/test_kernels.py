@@ -253,10 +253,13 @@ def test_dense_thread_counts_agree(batch, n_in, n_out, dtype):
 
 def test_small_products_stay_on_one_thread():
     """Below MIN_FLOPS_PER_THREAD per thread a layer's products are not split (the split cost
-    more than it saved in a 64-128-128-10 step at batch 64)."""
+    more than it saved in a 64-128-128-10 step at batch 64), nor thin ones (10 outputs or
+    inputs) below THIN_MIN_FLOPS_PER_THREAD, counted at their lower speed."""
     assert _blas.threads_for(64, 128, 128, 2) == 1
     assert _blas.threads_for(256, 784, 512, 2) == 2
     assert _blas.threads_for(256, 784, 512, 1) == 1
+    assert _blas.threads_for(256, 512, 10, 2) == _blas.threads_for(256, 10, 512, 2) == 2   # mnist-256's last layer
+    assert _blas.threads_for(64, 128, 10, 2) == _blas.threads_for(128, 256, 10, 2) == 1
 
 
 # ---- losses ---------------------------------------------------------------------------

@@ -67,17 +67,24 @@ cdef enum:
     MIN_SPLIT = 16
 
 
-# A product is split over threads only when each thread gets this many flops or more (about
-# 20 us of work): a smaller split gains a few microseconds and loses more when the next pass
-# reads the results from the other core's cache (measured: a 64-128-128-10 step at batch 64
-# took 0.70x the speed on 2 threads as on 1).
+# A product is split over threads only when each thread gets about 20 us of work or more: a
+# smaller split gains a few microseconds and loses more when the next pass reads the results
+# from the other core's cache (measured: a 64-128-128-10 step at batch 64 took 0.70x the
+# speed on 2 threads as on 1). Work is counted at the speed of fastnn's GEMM in a training
+# step: 4 MFLOP in 20 us (200 GFLOP/s), and 1.1 MFLOP (55 GFLOP/s) for thin products, C or
+# the inner dimension under 16 wide (the 10-class layer's products took 44-52 us for 2.6
+# MFLOP in mnist-256 steps; split over 2 threads, its forward and backward passes took 0.125
+# instead of 0.195 ms).
 cdef enum:
     MIN_FLOPS_PER_THREAD = 4000000
+    THIN_MIN_FLOPS_PER_THREAD = 1100000
+    THIN = 16
 
 
 cdef inline int gemm_threads(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int n_threads) noexcept nogil:
     """Threads worth giving C (m x n) = op(A) op(B) with inner size k: at most n_threads."""
-    cdef Py_ssize_t worth = 2 * m * n * k // MIN_FLOPS_PER_THREAD
+    cdef Py_ssize_t worth = 2 * m * n * k // (THIN_MIN_FLOPS_PER_THREAD if n < THIN or k < THIN
+                                              else MIN_FLOPS_PER_THREAD)
     if worth < 1:
         return 1
     return <int>worth if worth < n_threads else n_threads
