@@ -273,7 +273,7 @@ static inline int FNN_NAME(fnn_strip)(int n, int j0, int *nv, FNN_MASK *last)
  * TN lost 4-5% with the large blocking, so k <= 384 keeps the small one below 2 MiB. Blocks
  * of 448 x 448 (784 KiB) instead of 384 x 384: NN 2-3% faster, TN and NT within 1%; 512 x 512
  * made TN 3-12% slower (its packed 6-row panels of A outgrow L1).
- * Both buffers are on the heap; returns 0 when one is unavailable. */
+ * Its buffers are on the heap; returns 0 when one is unavailable. */
 static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
                                      const FNN_T *b, ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc,
                                      const FNN_T *bias, int relu, int *nonfinite)
