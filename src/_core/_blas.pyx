@@ -54,6 +54,6 @@ def calls_blas(dtype, bint trans_a, bint trans_b, int m, int n, int k):
 
 def threads_for(int m, int n, int k, int n_threads):
     """Threads the layers and gemm_rowmajor give C (m x n) = op(A) op(B) with inner size k:
-    n_threads when each gets at least MIN_FLOPS_PER_THREAD of its 2 m n k flops (THIN_MIN_FLOPS_PER_THREAD
-    when n or k is under THIN), fewer else."""
+    n_threads when each gets at least MIN_FLOPS_PER_THREAD of its 2 m n k flops
+    (THIN_MIN_FLOPS_PER_THREAD when n or k is under THIN), fewer else."""
     return gemm_threads(m, n, k, n_threads)

@@ -65,6 +65,14 @@ static inline void *fnn_aligned_alloc(size_t bytes)
     return aligned_alloc(64, (bytes + 63) / 64 * 64);
 }
 
+/* dst[0, q) = p + j for the q set bits j of `nonzero`, in order; writes `lanes` ints (16 or 8) */
+static inline void fnn_store_steps(int *dst, __mmask16 nonzero, int p, int lanes)
+{
+    __m512i j = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    _mm512_mask_storeu_epi32(dst, (__mmask16)((1u << lanes) - 1u),
+                             _mm512_maskz_compress_epi32(nonzero, _mm512_add_epi32(j, _mm512_set1_epi32(p))));
+}
+
 /* Pads a list of q steps (gemm_impl.h, fnn_nonzero_steps) with FNN_PREFETCH_B copies of its
  * last (the tiles' prefetch reads them); returns q. */
 static inline int fnn_pad_steps(int *steps, int q)
@@ -120,13 +128,6 @@ static inline void fnn_transpose_block_f32(float *dst, const float *src, ptrdiff
     }
 }
 
-/* dst[0, q) = p + j for the q set bits j of `nonzero` (16 lanes), in order; writes 16 ints */
-static inline void fnn_store_steps_f32(int *dst, __mmask16 nonzero, int p)
-{
-    __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    _mm512_storeu_si512(dst, _mm512_maskz_compress_epi32(nonzero, _mm512_add_epi32(lanes, _mm512_set1_epi32(p))));
-}
-
 #include "gemm_impl.h"
 
 #define FNN_T double
@@ -160,13 +161,6 @@ static inline void fnn_transpose_block_f64(double *dst, const double *src, ptrdi
         _mm512_storeu_pd(dst + (ptrdiff_t)s * FNN_NC, _mm512_shuffle_f64x2(u[s], u[4 + s], 0x88));
         _mm512_storeu_pd(dst + (ptrdiff_t)(s + 4) * FNN_NC, _mm512_shuffle_f64x2(u[s], u[4 + s], 0xDD));
     }
-}
-
-/* dst[0, q) = p + j for the q set bits j of `nonzero` (8 lanes), in order; writes 8 ints */
-static inline void fnn_store_steps_f64(int *dst, __mmask8 nonzero, int p)
-{
-    __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    _mm256_storeu_si256((__m256i *)dst, _mm256_maskz_compress_epi32(nonzero, _mm256_add_epi32(lanes, _mm256_set1_epi32(p))));
 }
 
 #include "gemm_impl.h"

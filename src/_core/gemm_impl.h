@@ -185,7 +185,7 @@ static int FNN_NAME(fnn_nonzero_steps)(const FNN_T *a, ptrdiff_t lda, int kc, FN
         }
         for (int r = 0; r < FNN_MR; r++)
             FNN_OP(storeu)(dst + r * ldd + kept, FNN_OP(maskz_compress)(nonzero, row[r]));
-        FNN_NAME(fnn_store_steps)(steps + kept, nonzero, p);
+        fnn_store_steps(steps + kept, nonzero, p, FNN_LANES);
         kept += __builtin_popcount(nonzero);
     }
     return fnn_pad_steps(steps, kept);
