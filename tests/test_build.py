@@ -54,13 +54,15 @@ def test_gemm_own_kernels_match_numpy(trans_a, trans_b, dtype):
     tiles, vectors of 16 floats or 8 doubles, strips of 4 vectors, 128-deep k blocks; for C of
     2 MiB or more (or 1 MiB and k > 384), NN/TN blocks of B of at most 784 KiB, columns split
     evenly in multiples of 64 floats or 32 doubles, and k blocks of up to 448, NT k blocks of
-    up to 1024; tiles reading B from L2 prefetch it."""
+    up to 1024; tiles reading B from L2 prefetch it; TN products whose C is narrower than a
+    vector computed as C^T = B^T A."""
     rng = np.random.default_rng(1)
     shapes = list(itertools.product([4, 7, 73, 145], [1, 10, 17, 33, 64, 130], [0, 1, 17, 129, 300]))
     shapes.append((1030, 520, 1100))   # C of >= 2 MiB: 2 (float) or 3 (double) column blocks, 3 k blocks
     shapes.append((4099, 130, 301))    # C of >= 2 MiB: one narrow column block
     shapes.append((1100, 500, 262))    # C of >= 2 MiB, 262-deep: one 512-column block (float), two (double)
     shapes.append((700, 400, 450))     # C of 1-2 MiB (float), k > 384: the large blocking, 2 k blocks
+    shapes.append((300, 5, 129))       # C narrower than a vector of doubles too: TN computes C^T
     for m, n, k in shapes:
         a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
         b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)

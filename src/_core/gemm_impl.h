@@ -418,6 +418,22 @@ static int FNN_NAME(fnn_gemm_nt)(int m, int n, int k, const FNN_T *a, ptrdiff_t 
     return 1;
 }
 
+/* C = A^T B (A k x m, B k x n) for C narrower than a vector, as its transpose: C^T = B^T A is
+ * as wide as C is tall, so its tiles use all their lanes (a one-vector tile of C uses n of
+ * them and waits on its FMAs' latency); C^T is computed into a heap buffer and transposed.
+ * Returns 0 when the buffer is unavailable. */
+static int FNN_NAME(fnn_gemm_tn_thin)(int m, int n, int k, const FNN_T *a, ptrdiff_t lda, const FNN_T *b,
+                                      ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc)
+{
+    FNN_T *ct = fnn_aligned_alloc((size_t)n * m * sizeof(FNN_T));
+    int done = ct && FNN_NAME(fnn_gemm_b_rows)(n, m, k, b, 1, ldb, a, lda, ct, m, NULL, 0, NULL);
+    for (int i = 0; done && i < m; i++)
+        for (int j = 0; j < n; j++)
+            c[(ptrdiff_t)i * ldc + j] = ct[(ptrdiff_t)j * m + i];
+    free(ct);
+    return done;
+}
+
 /* C = op(A) op(B), optionally finished as C + bias or max(C + bias, 0) (NN and TN only);
  * nonfinite (NN and TN only; when not NULL) is set to 1 if an element of op(A) op(B) is NaN
  * or infinite, else left as it is. Returns 0 when it did not compute C: call BLAS instead. */
@@ -435,6 +451,8 @@ static int FNN_NAME(fastnn_gemm)(int trans_a, int trans_b, int m, int n, int k, 
     }
     if (trans_b)
         return FNN_NAME(fnn_gemm_nt)(m, n, k, a, lda, b, ldb, c, ldc);
+    if (trans_a && n < FNN_LANES && m > FNN_NC && !(bias || relu || nonfinite))
+        return FNN_NAME(fnn_gemm_tn_thin)(m, n, k, a, lda, b, ldb, c, ldc);
     if (trans_a)
         return FNN_NAME(fnn_gemm_b_rows)(m, n, k, a, 1, lda, b, ldb, c, ldc, bias, relu, nonfinite);
     return FNN_NAME(fnn_gemm_b_rows)(m, n, k, a, lda, 1, b, ldb, c, ldc, bias, relu, nonfinite);
