@@ -7,8 +7,8 @@ Backward dZ = dA * f'(Z)                  (in place in dA)
 Each GEMM is split into one block per OpenMP thread (a product too small to repay a
 second thread, under about 20 us of work each: _blas.pxd, gemm_threads, stays whole), and
 each thread runs a single-threaded GEMM on its block (fastnn's own kernel where it
-applies, else BLAS: see _blas.pxd), so only one thread pool is ever active (OpenBLAS's own threads and
-libgomp's spin against each other when they alternate).
+applies, else BLAS: see _blas.pxd), so only one thread pool is ever active (OpenBLAS's
+own threads and libgomp's spin against each other when they alternate).
 A block is a range of rows or of columns of the product, whichever makes the threads
 share the smaller operand: a row split makes every thread pack all of the right-hand
 matrix, a column split all of the left-hand one (measured: splitting the forward GEMM

@@ -336,7 +336,11 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
                 ptrdiff_t rs = pack_a ? 1 : rs_a, cs = pack_a ? FNN_MR : cs_a;
                 int t = large && in_place ? 0 : i0 / FNN_MR;   /* its step list */
                 int *t_steps = listed ? steps + t * lds : NULL;
-                const FNN_T *t_nonzero = in_place ? a_nonzero + (ptrdiff_t)t * FNN_MR * ldd : a_tile;
+                /* the tile's A at its listed steps: rows compacted by fnn_nonzero_steps (A in place) or
+                 * the panel compacted by fnn_pack_a */
+                FNN_T *t_rows = in_place ? a_nonzero + (ptrdiff_t)t * FNN_MR * ldd : NULL;
+                const FNN_T *t_nonzero = in_place ? t_rows : a_tile;
+                ptrdiff_t t_rs = in_place ? ldd : rs, t_cs = in_place ? 1 : cs;
                 if (in_place && jb == first_strip)
                     kept[t] = -1;
                 for (int j0 = jb; j0 < jend; j0 += FNN_NC) {
@@ -347,15 +351,13 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
                     FNN_T *c_tile = c + i0 * ldc + j0;
                     const FNN_T *bias_tile = final && bias ? bias + j0 : NULL;
                     if (listed && kept[t] >= 0)
-                        FNN_NAME(fnn_tile_steps)(nv, kept[t], t_steps, t_nonzero, in_place ? ldd : rs,
-                                                 in_place ? 1 : cs, panel, c_tile, ldc, last, p0 > 0, bias_tile,
-                                                 final && relu, final ? nonfinite : NULL);
+                        FNN_NAME(fnn_tile_steps)(nv, kept[t], t_steps, t_nonzero, t_rs, t_cs, panel, c_tile, ldc,
+                                                 last, p0 > 0, bias_tile, final && relu, final ? nonfinite : NULL);
                     else
                         FNN_NAME(fnn_tile_any)(mr, nv, kc, a_tile, rs, cs, panel, FNN_NC, c_tile, ldc, last, p0 > 0,
                                                bias_tile, final && relu, final ? nonfinite : NULL, large);
                     if (look && j0 == first_strip && mr == FNN_MR) {   /* its tile brought A to L1 */
-                        kept[t] = FNN_NAME(fnn_nonzero_steps)(a_tile, rs, kc, a_nonzero + (ptrdiff_t)t * FNN_MR * ldd,
-                                                              ldd, t_steps);
+                        kept[t] = FNN_NAME(fnn_nonzero_steps)(a_tile, rs, kc, t_rows, ldd, t_steps);
                         found |= kept[t] >= 0;
                     }
                 }
