@@ -487,3 +487,82 @@ def test_labels_in_range():
     assert not labels_in_range(np.array([0, 10], np.int64), 10)
     assert not labels_in_range(np.array([-1, 2], np.int64), 10)
     assert labels_in_range(np.array([], np.int64), 1)
+
+
+# (batch, in, out): single and several column blocks of the packed dZ (300 x 1000), row and
+# column splits over threads, edges of tiles and strips, thin outputs, and a batch beyond the
+# fused product's depth (500 > 448), which takes the gradient-then-update path
+FUSED_SHAPES = [(32, 784, 512), (7, 20, 300), (5, 300, 20), (37, 65, 17), (129, 13, 129), (300, 13, 1000),
+                (64, 512, 10), (500, 40, 70)]
+
+
+def _adam_case(rng, batch, n_in, n_out):
+    x = rng.standard_normal((batch, n_in)).astype(np.float32)
+    x[rng.random(batch) < 0.5] = 0          # all-zero steps of X^T, which the fused product skips
+    W = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
+    b = rng.standard_normal(n_out).astype(np.float32)
+    y = np.empty((batch, n_out), np.float32)
+    dense.dense_forward(readonly(x), W, b, None, y, kind("relu"), 0.0, 1)
+    dy = rng.standard_normal((batch, n_out)).astype(np.float32)
+    state = [rng.standard_normal(W.size).astype(np.float32) * 0.1,
+             np.abs(rng.standard_normal(W.size)).astype(np.float32) * 0.01,
+             np.abs(rng.standard_normal(W.size)).astype(np.float32) * 0.02]
+    state[1][::7] = 0                        # sqrt(0) must give 0
+    return readonly(x), W, y, dy, state
+
+
+@pytest.mark.parametrize("batch,n_in,n_out", FUSED_SHAPES)
+@pytest.mark.parametrize("general", [False, True], ids=["plain", "amsgrad-clip-decay"])
+def test_dense_backward_with_adam_equals_gradient_then_adam_step(batch, n_in, n_out, general, n_threads):
+    """dense_backward(adam=...) updates W and its state exactly as dW followed by adam_step
+    would (the weight gradient's product fused with the update where gemm_adam.h applies, else
+    the two passes), computes dx with W before the update, and leaves db as it was."""
+    from fastnn._core import optim
+    rng = np.random.default_rng(batch * 7 + n_in)
+    x, W, y, dy, state = _adam_case(rng, batch, n_in, n_out)
+    lr, b1, b2, eps, step = 3e-3, 0.9, 0.999, 1e-8, 7
+    wd, decoupled, clip = (0.05, True, 0.02) if general else (0.0, False, np.inf)
+    vmax = state[2] if general else None
+
+    W1, m1, v1 = W.copy(), state[0].copy(), state[1].copy()
+    vmax1 = None if vmax is None else vmax.copy()
+    dW, db1, dx1 = np.empty_like(W), np.empty(n_out, np.float32), np.empty_like(x)
+    dense.dense_backward(x, W1, None, y, dy.copy(), dW, db1, dx1, kind("relu"), 0.0, n_threads)
+    optim.adam_step(W1.reshape(-1), dW.reshape(-1), m1, v1, vmax1, lr, b1, b2, eps, wd, decoupled, step,
+                    1.0, clip, n_threads)
+
+    W2, m2, v2 = W.copy(), state[0].copy(), state[1].copy()
+    vmax2 = None if vmax is None else vmax.copy()
+    db2, dx2 = np.empty(n_out, np.float32), np.empty_like(x)
+    step_size, inv_bc2_sqrt, shrink, wd_g = optim.adam_scalars(lr, b1, b2, wd, decoupled, step)
+    adam = (W2, m2, v2, vmax2, (b1, b2, eps, step_size, inv_bc2_sqrt, shrink, 1.0, clip, wd_g))
+    dense.dense_backward(x, W2, None, y, dy.copy(), np.empty_like(W), db2, dx2, kind("relu"), 0.0, n_threads,
+                         adam)
+    for fused, separate in [(W2, W1), (m2, m1), (v2, v1), (vmax2, vmax1), (dx2, dx1), (db2, db1)]:
+        np.testing.assert_array_equal(fused, separate)
+    assert (W2 != W).mean() > 0.5
+
+    # and the textbook update (float64) from that gradient (dW: test_dense_forward_backward)
+    moments = {"m": state[0].astype(np.float64), "v": state[1].astype(np.float64)}
+    if general:
+        moments["vmax"] = vmax.astype(np.float64)
+    expected = ref.adam(W.reshape(-1).astype(np.float64), np.clip(dW.reshape(-1).astype(np.float64), -clip, clip),
+                        moments, step, lr, (b1, b2), eps, wd, amsgrad=general, decoupled=decoupled)
+    assert_close(W2.reshape(-1), expected, np.float32, scale=float(np.abs(expected - W.reshape(-1)).max()))
+
+
+def test_dense_backward_adam_bad_arguments():
+    rng = np.random.default_rng(0)
+    x, W, y, dy, (m, v, _) = _adam_case(rng, 8, 20, 30)
+    scalars = (0.9, 0.999, 1e-8, 1e-3, 1.0, 1.0, 1.0, np.inf, 0.0)
+    args = (x, W, None, y, dy, np.empty_like(W), np.empty(30, np.float32), None, kind("relu"), 0.0, 1)
+    with pytest.raises(ValueError, match="layer's weights"):
+        dense.dense_backward(*args, (W.copy(), m, v, None, scalars))      # not the w being differentiated
+    with pytest.raises(ValueError, match="w's size"):
+        dense.dense_backward(*args, (W, m[:-1], v, None, scalars))
+    with pytest.raises(ValueError, match="w's size"):
+        dense.dense_backward(*args, (W, m, v, v[:-1], scalars))
+    x64, W64 = x.astype(np.float64), W.astype(np.float64)
+    with pytest.raises(TypeError, match="float32 only"):
+        dense.dense_backward(x64, W64, None, y.astype(np.float64), dy.astype(np.float64), np.empty_like(W64),
+                             None, None, kind("relu"), 0.0, 1, (W64, m, v, None, scalars))

@@ -574,3 +574,92 @@ def test_training_is_the_same_on_any_thread_count(dtype):
             np.testing.assert_array_equal(results[0], other)
         else:
             np.testing.assert_allclose(results[0], other, rtol=RTOL[dtype] * 100, atol=RTOL[dtype] * 100)
+
+
+FUSABLE_OPTIMIZERS = {
+    "adam": lambda: fnn.optim.Adam(lr=1e-2),
+    "adamw-amsgrad-clip-schedule": lambda: fnn.optim.AdamW(lr=lambda t: 1e-2 / (1 + 0.1 * t), amsgrad=True,
+                                                           clip_value=0.05, decay_all=False),
+    "adam-l2": lambda: fnn.optim.Adam(lr=3e-3, weight_decay=1e-2),
+}
+
+
+def _fusion_pair(make_optimizer, monkeypatch):
+    """Two equal models; the first updates every Dense weight matrix inside its backward pass."""
+    monkeypatch.setattr(fnn.model, "FUSED_UPDATE_MIN", 1)
+    models = []
+    for _ in range(2):
+        model = fnn.Sequential([fnn.Dense(8, 33, activation="relu"), fnn.Dense(33, 17, activation="tanh"),
+                                fnn.Dropout(0.1), fnn.Dense(17, 3)], optimizer=make_optimizer(), seed=4)
+        model.layers[1].lr_multiplier = 0.5
+        models.append(model)
+    for layer in models[1].layers:
+        layer.fused_update = None
+    return models
+
+
+@pytest.mark.parametrize("optimizer", sorted(FUSABLE_OPTIMIZERS))
+def test_weight_updates_fused_into_backward_equal_the_optimizer_step(optimizer, n_threads, monkeypatch):
+    """Adam's update of a Dense layer's weights applied inside the layer's backward pass (the
+    default for float32 weights of FUSED_UPDATE_MIN or more) gives the optimizer step's
+    weights and state bit for bit, through train_step and fit, and when a layer is frozen."""
+    X, y = blobs(200)
+    fused, separate = _fusion_pair(FUSABLE_OPTIMIZERS[optimizer], monkeypatch)
+    with fnn.threads(n_threads):
+        for model in (fused, separate):
+            model.train_step(X[:40], y[:40])
+        ranges, _ = fused._fused_ranges()
+        assert len(ranges) == 3 and fused._fused_context()[0].updates
+        assert separate._fused_ranges() == ((), ())
+        for model in (fused, separate):
+            model.fit(X, y, epochs=2, batch_size=32, verbose=0)
+            model.layers[0].trainable = False
+            model.train_step(X[:50], y[:50])
+            model.layers[0].trainable = True
+            model.fit(X, y, epochs=1, batch_size=64, verbose=0)
+    np.testing.assert_array_equal(fused.parameters, separate.parameters)
+    for a, b in zip(fused.optimizer.state_dict()["buffers"], separate.optimizer.state_dict()["buffers"]):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
+    assert fused.optimizer.t == separate.optimizer.t == 1 + 2 * 7 + 1 + 4
+
+
+def test_weight_updates_are_fused_only_where_the_step_allows(monkeypatch):
+    """Not fused: weight penalties (known only in the backward pass), clip_norm (the global
+    gradient norm), optimizers other than Adam/AdamW, float64, and weights under
+    FUSED_UPDATE_MIN; then the gradient buffers hold dW after a step, as before."""
+    X, y = blobs(64)
+
+    def updates(**kw):
+        model = fnn.Sequential([fnn.Dense(8, 300, activation="relu", l2=kw.pop("l2", 0.0)), fnn.Dense(300, 256),
+                                fnn.Dense(256, 3)], seed=0, **kw)
+        model.train_step(X, y)
+        return model._fused_context()[0].updates, model
+
+    fused, model = updates()
+    assert list(fused) == [model.layers[1]]          # 300 x 256 >= FUSED_UPDATE_MIN; 8 x 300, 256 x 3 below
+    assert not updates(l2=1e-3)[0]
+    assert not updates(optimizer=fnn.optim.Adam(clip_norm=1.0))[0]
+    assert not updates(optimizer=fnn.optim.SGD(lr=0.1, momentum=0.9))[0]
+    assert not updates(optimizer=fnn.optim.RMSprop())[0]
+    assert not updates(dtype="float64")[0]
+    monkeypatch.setattr(fnn.model, "FUSED_UPDATE_MIN", 1 << 30)
+    assert not updates()[0]
+
+
+def test_fused_step_with_a_non_finite_loss_changes_nothing(monkeypatch):
+    """The loss is known before the backward pass that would update the weights: a diverged
+    step raises and leaves weights and optimizer state as they were."""
+    monkeypatch.setattr(fnn.model, "FUSED_UPDATE_MIN", 1)
+    X, y = blobs(64)
+    model = small_model()
+    model.train_step(X, y)
+    assert model._fused_ranges()[0]
+    model.layers[1].params["W"][...] *= 1e4       # outputs overflow for inputs near float32's limit
+    before, state = model.parameters.copy(), model.optimizer.state_dict()
+    with pytest.raises(FloatingPointError, match="not updated"):
+        model.train_step(X * np.float32(3e37), y)
+    np.testing.assert_array_equal(model.parameters, before)
+    assert model.optimizer.t == state["t"]
+    for name, value in model.optimizer.state_dict()["buffers"][0].items():
+        np.testing.assert_array_equal(value, state["buffers"][0][name])

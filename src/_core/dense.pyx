@@ -27,6 +27,17 @@ from ._openmp cimport (n_blocks, column_start, flush_denormals, restore_denormal
                       ROW_CHUNK, chunk_count, chunk_end, sum_chunks)
 from .activations cimport bias_act_n, act_backward_n, RELU, IDENTITY
 
+
+cdef extern from "gemm_adam.h":
+    ctypedef struct fnn_adam_scalars:
+        float b1, b2, eps, step_size, inv_bc2_sqrt, shrink, scale, clip, wd
+    int gemm_tn_adam_f32 "fastnn_gemm_tn_adam_f32"(int m, int n, int k, const float* a, int lda,
+                                                   const float* b, int ldb, float* p, float* mo, float* vo,
+                                                   float* vmax, int ldp, const fnn_adam_scalars* h) noexcept nogil
+    void adam_rows_f32 "fnn_adam_rows"(float* p, float* mo, float* vo, float* vmax, Py_ssize_t ldp,
+                                       const float* g, Py_ssize_t ldg, int rows, int cols,
+                                       const fnn_adam_scalars* h) noexcept nogil
+
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
                   floating[:, ::1] z, floating[:, ::1] y, int kind, double a, int n_threads,
                   bint check_x=False):
@@ -83,15 +94,42 @@ cdef inline void _dz_chunk(const floating* z, const floating* y, floating* dy, f
                 colsum[c] = colsum[c] + dy[row + c]
 
 
+cdef void _dw_adam_block(int k, int m, int n, const float* x, const float* dz, float* dw, float* p,
+                         float* mo, float* vo, float* vmax, const fnn_adam_scalars* h, bint by_rows,
+                         int part, int parts) noexcept nogil:
+    """Block `part` of dW = X^T dZ (k x m, inner size n; split_bounds) and the Adam update of
+    that block of W from it: fused (gemm_adam.h, dW never stored) where that applies, else
+    dW into dw and the update after it."""
+    cdef int lo, hi
+    cdef Py_ssize_t off
+    split_bounds(by_rows, k, m, part, parts, &lo, &hi)
+    off = <Py_ssize_t>lo * m if by_rows else lo
+    if by_rows:
+        if gemm_tn_adam_f32(hi - lo, m, n, x + lo, k, dz, m, p + off, mo + off, vo + off,
+                            vmax + off if vmax != NULL else NULL, m, h):
+            return
+    elif gemm_tn_adam_f32(k, hi - lo, n, x, k, dz + lo, m, p + off, mo + off, vo + off,
+                          vmax + off if vmax != NULL else NULL, m, h):
+        return
+    gemm_block(True, False, k, m, n, x, k, dz, m, dw, m, by_rows, part, parts)
+    adam_rows_f32(p + off, mo + off, vo + off, vmax + off if vmax != NULL else NULL, m, dw + off, m,
+                  hi - lo if by_rows else k, m if by_rows else hi - lo, h)
+
+
 def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
                    const floating[:, ::1] z, const floating[:, ::1] y,
                    floating[:, ::1] dy, floating[:, ::1] dw, floating[::1] db,
-                   floating[:, ::1] dx, int kind, double a, int n_threads):
+                   floating[:, ::1] dx, int kind, double a, int n_threads, tuple adam=None):
     """Gradients of a dense layer given dy = dL/dy; dy is overwritten by dL/dz.
 
     z (the pre-activation) may be None when the derivative follows from y alone.
     dx may be None (first layer: the input gradient is not needed); dw and db may be None
     (frozen layer: only the input gradient is needed).
+    adam (float32 only) = (w, m, v, v_max or None, (b1, b2, eps, step_size, inv_bc2_sqrt,
+    shrink, grad_scale, clip_value, wd)): instead of leaving dW in dw, apply the Adam update
+    of optim.pyx's adam_step (its scalars: adam_scalars) to w (the layer's weights, the same
+    array as the w argument) and its flat state m, v, v_max from dW, computed after dx (which
+    uses w before the update). dw's contents are then unspecified.
     """
     cdef int n = x.shape[0], k = x.shape[1], m = w.shape[1], blk, ch, c0, c1
     cdef bint want_dx = dx is not None, want_dw = dw is not None
@@ -107,6 +145,24 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
     cdef const floating* z_ptr = &z[0, 0] if z is not None else NULL
     cdef floating* db_ptr = &db[0] if db is not None else NULL
     cdef floating* colsums = NULL
+    cdef float[:, ::1] adam_w
+    cdef float[::1] adam_m, adam_v, adam_vmax = None
+    cdef fnn_adam_scalars h
+    cdef bint fused = adam is not None
+    cdef float* w_upd = NULL
+    cdef float* m_upd = NULL
+    cdef float* v_upd = NULL
+    cdef float* vmax_upd = NULL
+    if fused and floating is not float:
+        raise TypeError("the fused Adam update is float32 only")
+    if fused:
+        adam_w, adam_m, adam_v, adam_vmax, scalars = adam
+        if (<const void*>&adam_w[0, 0] != <const void*>&w[0, 0] or adam_m.shape[0] != k * m
+                or adam_v.shape[0] != k * m or (adam_vmax is not None and adam_vmax.shape[0] != k * m)):
+            raise ValueError("adam's arrays must be the layer's weights w and flat state of w's size")
+        h.b1, h.b2, h.eps, h.step_size, h.inv_bc2_sqrt, h.shrink, h.scale, h.clip, h.wd = scalars
+        w_upd, m_upd, v_upd = &adam_w[0, 0], &adam_m[0], &adam_v[0]
+        vmax_upd = &adam_vmax[0] if adam_vmax is not None else NULL
     if db_ptr != NULL:
         colsums = <floating*>malloc(n_chunks * m * sizeof(floating))
         if colsums == NULL:
@@ -130,8 +186,13 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
                                 dx_by_rows, blk, nb_dx)
             if want_dw:
                 for blk in prange(nb_dw, schedule='static'):
-                    gemm_block(True, False, k, m, n, &x[0, 0], k, &dy[0, 0], m, &dw[0, 0], m,
-                                dw_by_rows, blk, nb_dw)
+                    if fused:
+                        _dw_adam_block(k, m, n, <const float*>&x[0, 0], <const float*>&dy[0, 0],
+                                       <float*>&dw[0, 0], w_upd, m_upd, v_upd, vmax_upd, &h, dw_by_rows,
+                                       blk, nb_dw)
+                    else:
+                        gemm_block(True, False, k, m, n, &x[0, 0], k, &dy[0, 0], m, &dw[0, 0], m,
+                                   dw_by_rows, blk, nb_dw)
             restore_denormals(csr)
     finally:
         free(colsums)

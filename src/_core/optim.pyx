@@ -189,6 +189,14 @@ cdef void _adam_block(floating* p, const floating* g, floating* m, floating* v, 
             p[i] = pi * shrink - step_size * mi / (fsqrt(vi) * inv_bc2_sqrt + eps)
 
 
+cpdef tuple adam_scalars(double lr, double beta1, double beta2, double weight_decay, bint decoupled,
+                         long step):
+    """(step_size, inv_bc2_sqrt, shrink, wd) of adam_step's update at step t: lr / (1 - b1^t),
+    1 / sqrt(1 - b2^t), 1 - lr weight_decay (AdamW, else 1) and the wd added to g (Adam, else 0)."""
+    return (lr / (1 - beta1 ** step), 1 / sqrt(1 - beta2 ** step), 1 - lr * weight_decay if decoupled else 1.0,
+            0.0 if decoupled else weight_decay)
+
+
 def adam_step(floating[::1] p, const floating[::1] g, floating[::1] m, floating[::1] v,
               floating[::1] v_max, double lr, double beta1, double beta2, double eps,
               double weight_decay, bint decoupled, long step,
@@ -202,10 +210,10 @@ def adam_step(floating[::1] p, const floating[::1] g, floating[::1] m, floating[
     cdef int nb = n_blocks(n, n_threads, MIN_ELEMENTS), blk
     cdef unsigned int csr
     cdef floating* vm = &v_max[0] if v_max is not None else NULL
-    cdef floating step_size = <floating>(lr / (1 - beta1 ** step))
-    cdef floating inv_bc2_sqrt = <floating>(1 / sqrt(1 - beta2 ** step))
-    cdef floating shrink = <floating>(1 - lr * weight_decay) if decoupled else 1
-    cdef floating wd = 0 if decoupled else <floating>weight_decay
+    cdef double d_step_size, d_inv_bc2_sqrt, d_shrink, d_wd
+    d_step_size, d_inv_bc2_sqrt, d_shrink, d_wd = adam_scalars(lr, beta1, beta2, weight_decay, decoupled, step)
+    cdef floating step_size = <floating>d_step_size, inv_bc2_sqrt = <floating>d_inv_bc2_sqrt
+    cdef floating shrink = <floating>d_shrink, wd = <floating>d_wd
     for blk in prange(nb, nogil=True, schedule='static', num_threads=nb):
         lo = block_start(n, nb, blk)
         hi = block_start(n, nb, blk + 1)

@@ -125,6 +125,14 @@ class Layer(ABC):
         """Weight-penalty value added to the loss (0 for layers without one)."""
         return 0.0
 
+    @property
+    def penalized(self):
+        """Whether penalty() can be nonzero."""
+        return False
+
+    # the trainable array whose optimizer update backward() can apply itself (ctx.updates)
+    fused_update = None
+
     def state_arrays(self):
         """Non-trainable arrays saved with the model (e.g. BatchNorm running statistics)."""
         return {}
@@ -224,11 +232,21 @@ class Dense(Layer):
         self._x, self._z, self._y = x, z, y
         return y
 
+    fused_update = "W"
+
+    @property
+    def penalized(self):
+        return bool(self.l1 or self.l2)
+
     def backward(self, dy, ctx, need_dx):
+        """With ctx.updates[self] (the optimizer's update of W, Optimizer._fused_updates), W is
+        updated from its gradient as the gradient is computed (grads["W"] is not written)."""
         dx = self._buffer("dx", self._x.shape) if need_dx else None
         dW, db = (self.grads["W"], self.grads["b"]) if self.trainable else (None, None)
-        _dense.dense_backward(self._x, self.params["W"], self._z, self._y, dy, dW, db, dx,
-                              self._kind, self._a, ctx.n_threads)
+        update = ctx.updates.get(self) if ctx.updates else None
+        W = self.params["W"]
+        _dense.dense_backward(self._x, W, self._z, self._y, dy, dW, db, dx, self._kind, self._a,
+                              ctx.n_threads, None if update is None else (W,) + update)
         if self.trainable and (self.l1 or self.l2):
             ctx.penalty += _losses.penalty(self.params["W"].reshape(-1), self.grads["W"].reshape(-1),
                                            self.l1, self.l2, ctx.n_threads)

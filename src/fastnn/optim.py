@@ -40,13 +40,20 @@ def _check_betas(betas, count):
 
 
 class _Slot:
-    """One contiguous range updated by one kernel call: views of params, grads and state."""
+    """One contiguous range updated by one kernel call: views of params, grads and state;
+    start is the range's offset in the bound flat vector."""
 
-    __slots__ = ("param", "grad", "state", "lr_scale", "decay")
+    __slots__ = ("param", "grad", "state", "lr_scale", "decay", "start")
 
-    def __init__(self, param, grad, state, lr_scale=1.0, decay=True):
+    def __init__(self, param, grad, state, lr_scale=1.0, decay=True, start=0):
         self.param, self.grad, self.state = param, grad, state
-        self.lr_scale, self.decay = lr_scale, decay
+        self.lr_scale, self.decay, self.start = lr_scale, decay, start
+
+    def part(self, start, stop):
+        """The slot of the flat range [start, stop) (inside this one)."""
+        lo, hi = start - self.start, stop - self.start
+        return _Slot(self.param[lo:hi], self.grad[lo:hi], {k: v[lo:hi] for k, v in self.state.items()},
+                     self.lr_scale, self.decay, start)
 
 
 class Optimizer(ABC):
@@ -74,6 +81,7 @@ class Optimizer(ABC):
         self._buffers = []   # storage: one {state name: array} per bound buffer
         self._slots = []     # the ranges each step updates (views into params and _buffers)
         self._bound = None   # "model" or "arrays"
+        self._split = {}     # ranges -> (their slots, the slots of the rest): see _split_slots
 
     # -- hyperparameters --------------------------------------------------------------------
     def current_lr(self):
@@ -95,8 +103,9 @@ class Optimizer(ABC):
         state = self._new_state(params)
         self._buffers = [state]
         self._slots = [_Slot(params[a:b], grads[a:b], {k: v[a:b] for k, v in state.items()},
-                             lr_scale, decay) for a, b, lr_scale, decay in segments]
+                             lr_scale, decay, a) for a, b, lr_scale, decay in segments]
         self._bound = "model"
+        self._split = {}
         self.t = 0
 
     def state_dict(self):
@@ -151,8 +160,9 @@ class Optimizer(ABC):
             slot.param, slot.grad = p.reshape(-1), g
         self._step()
 
-    def _step(self):
-        """One update of every slot (the model calls this after bind)."""
+    def _step(self, fused=()):
+        """One update of every slot (the model calls this after bind), but for the flat ranges
+        in `fused`, whose updates _fused_updates(fused) gave to the backward pass."""
         n_threads = _threads.get_num_threads()
         grad_scale = 1.0
         if self.clip_norm is not None:
@@ -161,9 +171,40 @@ class Optimizer(ABC):
         clip = math.inf if self.clip_value is None else self.clip_value
         lr = self.current_lr()
         self.t += 1
-        for s in self._slots:
-            wd = self.weight_decay if (s.decay or self.decay_all) else 0.0
-            self._update(s, lr * s.lr_scale, wd, grad_scale, clip, n_threads)
+        for s in self._split_slots(fused)[1] if fused else self._slots:
+            self._update(s, lr * s.lr_scale, self._decay_of(s), grad_scale, clip, n_threads)
+
+    def _decay_of(self, slot):
+        return self.weight_decay if (slot.decay or self.decay_all) else 0.0
+
+    def _split_slots(self, ranges):
+        """(the slots of the flat ranges [start, stop) in `ranges`, in that order, each inside
+        one bound slot; the slots of everything else), cached per ranges."""
+        split = self._split.get(ranges)
+        if split is None:
+            inside, rest = {}, []
+            for s in self._slots:
+                lo, hi = s.start, s.start + s.param.shape[0]
+                for start, stop in sorted(r for r in ranges if lo <= r[0] < hi):
+                    if stop > hi:
+                        raise ValueError(f"range [{start}, {stop}) spans two parameter groups")
+                    inside[start, stop] = s.part(start, stop)
+                    if start > lo:
+                        rest.append(s.part(lo, start))
+                    lo = stop
+                if lo < hi:
+                    rest.append(s.part(lo, hi))
+            if len(inside) != len(ranges):
+                raise ValueError(f"ranges {ranges} are not all inside the trainable parameters")
+            split = self._split[ranges] = ([inside[r] for r in ranges], rest)
+        return split
+
+    def _fused_updates(self, ranges):
+        """For a model's backward pass: per flat range [start, stop) in `ranges` (a tuple), this
+        step's update of it as fastnn._core.dense.dense_backward's `adam` argument without the
+        weights, (m, v, v_max, scalars) with the state flat; or None where this optimizer cannot
+        update ranges apart from the rest. The model then calls _step(ranges)."""
+        return None
 
     @abstractmethod
     def _update(self, slot, lr, weight_decay, grad_scale, clip_value, n_threads):
@@ -275,6 +316,21 @@ class Adam(Optimizer):
         _k.adam_step(s.param, s.grad, s.state["exp_avg"], s.state["exp_avg_sq"],
                      s.state.get("max_exp_avg_sq"), lr, self.betas[0], self.betas[1], self.eps,
                      wd, self._decoupled, self.t, grad_scale, clip, n_threads)
+
+    def _fused_updates(self, ranges):
+        # clip_norm scales every gradient by their global norm, known only after the backward pass
+        if self._bound != "model" or self.clip_norm is not None:
+            return None
+        lr, t = self.current_lr(), self.t + 1
+        clip = math.inf if self.clip_value is None else self.clip_value
+        b1, b2 = self.betas
+        updates = []
+        for s in self._split_slots(ranges)[0]:
+            step_size, inv_bc2_sqrt, shrink, wd = _k.adam_scalars(lr * s.lr_scale, b1, b2, self._decay_of(s),
+                                                                  self._decoupled, t)
+            updates.append((s.state["exp_avg"], s.state["exp_avg_sq"], s.state.get("max_exp_avg_sq"),
+                            (b1, b2, self.eps, step_size, inv_bc2_sqrt, shrink, 1.0, clip, wd)))
+        return updates
 
 
 class AdamW(Adam):
