@@ -24,6 +24,7 @@ fnn_adam_f32_vector(float *p, const float *g, float *m, float *v, float *vmax, _
                     __m512 clip, __m512 wd, const int plain, const int prefetch)
 {
     const __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f), two = _mm512_set1_ps(2.0f);
+    const __m512 three_halves = _mm512_set1_ps(1.5f);
     const __m512 zero = _mm512_setzero_ps();
     if (prefetch) {
         _mm_prefetch((const char *)(p + 512), _MM_HINT_T0);
@@ -46,12 +47,11 @@ fnn_adam_f32_vector(float *p, const float *g, float *m, float *v, float *vmax, _
         vv = _mm512_max_ps(vv, _mm512_maskz_loadu_ps(k, vmax));
         _mm512_mask_storeu_ps(vmax, k, vv);
     }
-    /* sqrt(v) = s + (y / 2) (v - s^2) with y the estimate of 1 / sqrt(v) and s = v y; 0 where
-     * v = 0 (where y is infinite) */
+    /* sqrt(v) = v y, y = 1 / sqrt(v) refined by y (1.5 - 0.5 v y^2); 0 where v = 0 */
     __mmask16 pos = _mm512_cmp_ps_mask(vv, zero, _CMP_GT_OQ);
     __m512 y = _mm512_rsqrt14_ps(vv);
-    __m512 s = _mm512_maskz_mul_ps(pos, vv, y);
-    __m512 root = _mm512_fmadd_ps(_mm512_maskz_mul_ps(pos, half, y), _mm512_fnmadd_ps(s, s, vv), s);
+    y = _mm512_mul_ps(y, _mm512_fnmadd_ps(_mm512_mul_ps(half, vv), _mm512_mul_ps(y, y), three_halves));
+    __m512 root = _mm512_maskz_mul_ps(pos, vv, y);
     __m512 d = _mm512_fmadd_ps(root, inv_bc2_sqrt, eps);
     /* 1 / d refined by r (2 - d r) */
     __m512 r = _mm512_rcp14_ps(d);
