@@ -9,7 +9,7 @@ import pytest
 
 import fastnn as fnn
 from conftest import RTOL
-from fastnn._core import _blas
+from fastnn._core import _blas, dense
 
 
 def small_model(seed=0, dtype="float32", optimizer=None, **kw):
@@ -576,6 +576,7 @@ def test_training_is_the_same_on_any_thread_count(dtype):
             np.testing.assert_allclose(results[0], other, rtol=RTOL[dtype] * 100, atol=RTOL[dtype] * 100)
 
 
+FUSES = dense.FUSED_ADAM_MAX_BATCH > 0     # this build fuses Adam into the weight gradient's product
 FUSABLE_OPTIMIZERS = {
     "adam": lambda: fnn.optim.Adam(lr=1e-2),
     "adamw-amsgrad-clip-schedule": lambda: fnn.optim.AdamW(lr=lambda t: 1e-2 / (1 + 0.1 * t), amsgrad=True,
@@ -609,7 +610,7 @@ def test_weight_updates_fused_into_backward_equal_the_optimizer_step(optimizer, 
         for model in (fused, separate):
             model.train_step(X[:40], y[:40])
         ranges, _ = fused._fused_ranges()
-        assert len(ranges) == 3 and fused._fused_context()[0].updates
+        assert len(ranges) == 3 and bool(fused._fused_context(40)[0].updates) == FUSES
         assert separate._fused_ranges() == ((), ())
         for model in (fused, separate):
             model.fit(X, y, epochs=2, batch_size=32, verbose=0)
@@ -626,18 +627,20 @@ def test_weight_updates_fused_into_backward_equal_the_optimizer_step(optimizer, 
 
 def test_weight_updates_are_fused_only_where_the_step_allows(monkeypatch):
     """Not fused: weight penalties (known only in the backward pass), clip_norm (the global
-    gradient norm), optimizers other than Adam/AdamW, float64, and weights under
-    FUSED_UPDATE_MIN; then the gradient buffers hold dW after a step, as before."""
+    gradient norm), optimizers other than Adam/AdamW, float64, weights under FUSED_UPDATE_MIN,
+    batches beyond the fused kernel's depth, and builds without AVX-512."""
     X, y = blobs(64)
 
     def updates(**kw):
         model = fnn.Sequential([fnn.Dense(8, 300, activation="relu", l2=kw.pop("l2", 0.0)), fnn.Dense(300, 256),
                                 fnn.Dense(256, 3)], seed=0, **kw)
         model.train_step(X, y)
-        return model._fused_context()[0].updates, model
+        return model._fused_context(64)[0].updates, model
 
     fused, model = updates()
-    assert list(fused) == [model.layers[1]]          # 300 x 256 >= FUSED_UPDATE_MIN; 8 x 300, 256 x 3 below
+    if FUSES:
+        assert list(fused) == [model.layers[1]]      # 300 x 256 >= FUSED_UPDATE_MIN; 8 x 300, 256 x 3 below
+        assert not model._fused_context(dense.FUSED_ADAM_MAX_BATCH + 1)[0].updates   # batches too deep
     assert not updates(l2=1e-3)[0]
     assert not updates(optimizer=fnn.optim.Adam(clip_norm=1.0))[0]
     assert not updates(optimizer=fnn.optim.SGD(lr=0.1, momentum=0.9))[0]
@@ -654,7 +657,7 @@ def test_fused_step_with_a_non_finite_loss_changes_nothing(monkeypatch):
     X, y = blobs(64)
     model = small_model()
     model.train_step(X, y)
-    assert model._fused_ranges()[0]
+    assert model._fused_ranges()[0] and bool(model._fused_context(64)[0].updates) == FUSES
     model.layers[1].params["W"][...] *= 1e4       # outputs overflow for inputs near float32's limit
     before, state = model.parameters.copy(), model.optimizer.state_dict()
     with pytest.raises(FloatingPointError, match="not updated"):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
+from fastnn._core.dense import FUSED_ADAM_MAX_BATCH
 
 torch = pytest.importorskip("torch")
 
@@ -196,6 +197,7 @@ def test_fused_weight_update_matches_torch_over_five_steps(name, kwargs):
         topt.zero_grad()
         torch.nn.functional.cross_entropy(net(torch.tensor(X)), torch.tensor(y)).backward()
         topt.step()
-    assert model._fused_context()[0].updates          # the 300 x 256 weights took the fused update
+    if FUSED_ADAM_MAX_BATCH:                         # this build fuses: the 300 x 256 weights did
+        assert model._fused_context(64)[0].updates
     np.testing.assert_allclose(model.layers[0].params["W"], net[0].weight.detach().numpy().T, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(model.layers[1].params["W"], net[2].weight.detach().numpy().T, rtol=1e-4, atol=1e-5)

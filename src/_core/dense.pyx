@@ -29,6 +29,7 @@ from .activations cimport bias_act_n, act_backward_n, RELU, IDENTITY
 
 
 cdef extern from "gemm_adam.h":
+    int FNN_ADAM_MAX_K
     ctypedef struct fnn_adam_scalars:
         float b1, b2, eps, step_size, inv_bc2_sqrt, shrink, scale, clip, wd
     int gemm_tn_adam_f32 "fastnn_gemm_tn_adam_f32"(int m, int n, int k, const float* a, int lda,
@@ -92,6 +93,11 @@ cdef inline void _dz_chunk(const floating* z, const floating* y, floating* dy, f
         if colsum != NULL:
             for c in range(m):
                 colsum[c] = colsum[c] + dy[row + c]
+
+
+# The largest batch whose weight gradient dense_backward(adam=...) fuses with the update (0:
+# never, this build has no AVX-512); beyond it, the gradient goes to dw and the update follows.
+FUSED_ADAM_MAX_BATCH = FNN_ADAM_MAX_K
 
 
 cdef void _dw_adam_block(int k, int m, int n, const float* x, const float* dz, float* dw, float* p,

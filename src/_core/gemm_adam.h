@@ -61,11 +61,14 @@ static void fnn_adam_piece(float *p, float *mo, float *vo, float *vmax, ptrdiff_
     }
 }
 
+/* The deepest product (rows of X and dZ, the batch) fastnn_gemm_tn_adam_f32 computes fused */
+#define FNN_ADAM_MAX_K FNN_KC_BLOCKED
+
 static int fastnn_gemm_tn_adam_f32(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
                                    float *p, float *mo, float *vo, float *vmax, int ldp,
                                    const fnn_adam_scalars *h)
 {
-    if (!fastnn_gemm_applies(1, 0, m, n, k) || k <= 0 || k > FNN_KC_BLOCKED)
+    if (!fastnn_gemm_applies(1, 0, m, n, k) || k <= 0 || k > FNN_ADAM_MAX_K)
         return 0;
     int nb = FNN_ADAM_B_BYTES / (int)sizeof(float) / k / FNN_ADAM_NC * FNN_ADAM_NC;
     nb = nb < FNN_ADAM_NC ? FNN_ADAM_NC : nb > n ? (n + FNN_ADAM_NC - 1) / FNN_ADAM_NC * FNN_ADAM_NC : nb;
@@ -129,6 +132,7 @@ static int fastnn_gemm_tn_adam_f32(int m, int n, int k, const float *a, int lda,
 #undef FNN_ADAM_NC
 #undef FNN_ADAM_LANES
 #else
+#define FNN_ADAM_MAX_K 0
 static int fastnn_gemm_tn_adam_f32(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
                                    float *p, float *mo, float *vo, float *vmax, int ldp,
                                    const fnn_adam_scalars *h)

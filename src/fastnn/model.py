@@ -13,6 +13,7 @@ from . import optim as _optim
 from .callbacks import History
 from .layers import BatchNorm, Dense, Layer
 from .threads import blas_single_threaded, get_num_threads
+from ._core import dense as _dense
 from ._core.arrays import all_finite, gather_rows
 from ._validation import check_dtype, check_matrix, check_number
 
@@ -139,11 +140,14 @@ class Sequential:
             self._fused = (key, tuple(r for r, _ in chosen), tuple(layer for _, layer in chosen))
         return self._fused[1:]
 
-    def _fused_context(self):
-        """The training context of a train_step, and the flat ranges whose updates it fuses."""
+    def _fused_context(self, batch):
+        """The training context of a step on `batch` rows, and the flat ranges whose updates it
+        fuses (none beyond the batches the fused kernel takes: there the separate update is as
+        fast, and one pass over all the state)."""
         self._bind_optimizer()
         ranges, layers = self._fused_ranges()
-        updates = self.optimizer._fused_updates(ranges) if ranges else None
+        fusable = ranges and batch <= _dense.FUSED_ADAM_MAX_BATCH
+        updates = self.optimizer._fused_updates(ranges) if fusable else None
         if updates is None:
             return self._context(True, True), ()
         by_layer = self._fused_updates   # one dict, refilled each step (a new one per step counts as an allocation)
@@ -313,7 +317,7 @@ class Sequential:
         targets, classes = self._check_targets(y, X.shape[0])
         w = self._check_sample_weight(sample_weight, X.shape[0])
         with self._blas_guard(X.shape[0]):
-            ctx, fused = self._fused_context()
+            ctx, fused = self._fused_context(X.shape[0])
             loss, _ = self._loss_and_backward(X, targets, w, ctx, unchecked)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"the loss is {loss}: training diverged; the weights were not "
@@ -394,7 +398,7 @@ class Sequential:
                 started = time.perf_counter()
                 for start in range(0, n, batch_size):
                     xb, tb, wb = batches.get(order, start, get_num_threads())
-                    ctx, fused = self._fused_context()
+                    ctx, fused = self._fused_context(xb.shape[0])
                     loss, out = self._loss_and_backward(xb, tb, wb, ctx)
                     if not math.isfinite(loss):
                         self._diverged(loss, epoch, start // batch_size, snapshot, bar)
