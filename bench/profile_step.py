@@ -1,6 +1,8 @@
 """Where a training step's time goes: validation, forward, loss, backward, optimizer, timed
 inside real consecutive steps (so caches are as cold as in training), next to the bare
-GEMMs of each layer (fastnn's GEMM, split over the threads as the layers split it).
+GEMMs of each layer (fastnn's GEMM, split over the threads as the layers split it). Where
+Adam's update of a weight matrix is fused into its gradient's product (float32 weights of
+65,536 or more), that update is timed in "backward", and "optimizer" times the rest.
 
     python bench/profile_step.py --sizes 784,512,512,10 --batch 256 --threads 2
 """
@@ -44,7 +46,7 @@ def main(argv=None):
             targets, _ = model._check_targets(y, args.batch)
             t = tick("validate", t)
             with blas_single_threaded:
-                ctx = model._context(True, True)
+                ctx, fused = model._fused_context(args.batch)   # as train_step: Adam fused into dW
                 out = model._forward(Xc, ctx, unchecked)
                 t = tick("forward", t)
                 grad, row_loss = model._loss_buffers(args.batch)
@@ -52,7 +54,7 @@ def main(argv=None):
                 t = tick("loss", t)
                 model._backward(grad, ctx)
                 t = tick("backward", t)
-                model._apply_step()
+                model._apply_step(fused)
                 t = tick("optimizer", t)
             parts["total"] = parts.get("total", 0.0) + time.perf_counter() - start
     gemm = {"forward": 0.0, "backward": 0.0}
