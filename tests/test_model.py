@@ -642,6 +642,8 @@ def test_weight_updates_are_fused_only_where_the_step_allows(monkeypatch):
         assert list(fused) == [model.layers[1]]      # 300 x 256 >= FUSED_UPDATE_MIN; 8 x 300, 256 x 3 below
         assert not model._fused_context(dense.FUSED_ADAM_MAX_BATCH + 1)[0].updates   # batches too deep
     assert not updates(l2=1e-3)[0]
+    model.layers[2].l1 = 1e-4                       # a penalty set after construction
+    assert not model._fused_context(64)[0].updates
     assert not updates(optimizer=fnn.optim.Adam(clip_norm=1.0))[0]
     assert not updates(optimizer=fnn.optim.SGD(lr=0.1, momentum=0.9))[0]
     assert not updates(optimizer=fnn.optim.RMSprop())[0]

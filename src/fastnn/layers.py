@@ -247,7 +247,7 @@ class Dense(Layer):
         W = self.params["W"]
         _dense.dense_backward(self._x, W, self._z, self._y, dy, dW, db, dx, self._kind, self._a,
                               ctx.n_threads, None if update is None else (W,) + update)
-        if self.trainable and (self.l1 or self.l2):
+        if self.trainable and self.penalized:
             ctx.penalty += _losses.penalty(self.params["W"].reshape(-1), self.grads["W"].reshape(-1),
                                            self.l1, self.l2, ctx.n_threads)
         return dx

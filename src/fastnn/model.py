@@ -77,7 +77,7 @@ class Sequential:
         self._loss_ws = {}
         self._guards = {}        # batch size -> BLAS thread guard (see _blas_guard)
         self._fused = (None,)    # (its key, ranges, layers): see _fused_ranges
-        self._fused_updates = {}   # layer -> its update in this step: see _fused_context
+        self._updates_by_layer = {}   # layer -> its weights' update in this step: see _fused_context
         self._build()
 
     # -- construction ---------------------------------------------------------------------------
@@ -131,9 +131,10 @@ class Sequential:
         least FUSED_UPDATE_MIN of them, and no layer adding a penalty to the loss (a fused
         update changes the weights before the penalties, summed in the backward pass, show the
         loss finite)."""
-        key = (Layer.groups_version, self._bound_version)
+        penalized = any(layer.penalized for layer in self.layers)   # l1/l2 may be set after construction
+        key = (Layer.groups_version, self._bound_version, penalized)
         if self._fused[0] != key:
-            fusable = self.dtype == np.float32 and not any(layer.penalized for layer in self.layers)
+            fusable = self.dtype == np.float32 and not penalized
             chosen = [((start, stop), layer) for layer, name, start, stop, _ in self._specs
                       if fusable and layer.trainable and name == layer.fused_update
                       and stop - start >= FUSED_UPDATE_MIN]
@@ -150,7 +151,7 @@ class Sequential:
         updates = self.optimizer._fused_updates(ranges) if fusable else None
         if updates is None:
             return self._context(True, True), ()
-        by_layer = self._fused_updates   # one dict, refilled each step (a new one per step counts as an allocation)
+        by_layer = self._updates_by_layer   # one dict, refilled each step (a new one per step counts as an allocation)
         by_layer.clear()
         by_layer.update(zip(layers, updates))
         return _Context(get_num_threads(), True, True, self.seed, self._steps, by_layer), ranges
