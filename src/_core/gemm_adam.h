@@ -1,18 +1,20 @@
 /* A weight gradient's product fused with the Adam update of the weights (float32):
- *   G = A^T B (A k x m, B k x n, row-major: dW = X^T dZ), then W, m, v (and vmax) updated
- *   from G by fastnn_adam_f32 (adam_f32.h, the formula of optim.pyx's Adam)
- * over rows [0, m) and columns [c0, c1) of W. G never reaches memory: each 6-row tile of G is
- * computed into a small buffer (gemm.h's tiles, with its skipping of A's all-zero steps), and
- * while the next row of tiles is computed, the update runs over the previous one in pieces,
- * one after each tile, so that its reads and writes of W, m and v stream while the FMAs of
- * the product run. Results are the unfused product's followed by the update's, bit for bit
- * (B finite): each element of G is the same chain of FMAs over the steps p in order.
+ *   G = A^T B (A k x m, B k x n, row-major: dW = X^T dZ), then W, m, v (and vmax), m x n with
+ *   leading dimension ldp, updated from G by fastnn_adam_f32 (adam_f32.h, optim.pyx's Adam).
+ * G never reaches memory: each 6-row tile of G is computed into a small buffer (gemm.h's
+ * tiles, with its skipping of A's all-zero steps), and while the next row of tiles is
+ * computed, the update runs over the previous one in pieces, one after each tile, so that
+ * its reads and writes of W, m and v stream while the FMAs of the product run. Results are
+ * the unfused product's followed by the update's, bit for bit (B finite): each element of G
+ * is the same chain of FMAs over the steps p in order.
  * Measured in a C harness (784-512-512-10 at batch 32, the step's products with the three
- * weight gradients and Adam, PyTorch's defaults): 1.15 ms unfused, 0.99 fused; at batch 256
- * 5.43 -> 5.31 ms. Adam takes ~11 cycles per 16 parameters in cache (its square root and
- * division, each an estimate refined by a Newton step), so fused, the FMAs of the product and
- * the update's arithmetic add up; the memory traffic is what fusing hides.
- * For k up to FNN_KC_BLOCKED: B is packed once, in blocks of columns of at most 1 MiB (L2);
+ * weight gradients and Adam, PyTorch's defaults): 1.15-1.19 ms unfused, 0.99 fused; at batch
+ * 256 5.43 -> 5.31 ms. Not kept: the update as each tile's epilogue, tiles in strip order
+ * (1.07 ms) or row order (1.03), and software prefetch of the next tiles' W, m, v (no gain).
+ * Adam takes ~11 cycles per 16 parameters in cache (its square root and division, each an
+ * estimate refined by a Newton step), so fused, the product's FMAs and the update's
+ * arithmetic add up; what fusing hides is the memory traffic.
+ * For k up to FNN_ADAM_MAX_K: B is packed once, in blocks of columns of at most 1 MiB (L2);
  * returns 0 (nothing done) for deeper products, where the update is a small part of the time,
  * or when a buffer is unavailable. */
 #ifndef FASTNN_GEMM_ADAM_H
