@@ -27,21 +27,25 @@ typedef struct {
     float b1, b2, eps, step_size, inv_bc2_sqrt, shrink, scale, clip, wd;
 } fnn_adam_scalars;
 
+/* fastnn_adam_f32 over the n parameters at offset o of W (p, m, v, vmax) from g */
+static inline void fnn_adam_at(float *p, float *mo, float *vo, float *vmax, ptrdiff_t o, const float *g,
+                               ptrdiff_t n, const fnn_adam_scalars *h)
+{
+    fastnn_adam_f32(p + o, g, mo + o, vo + o, vmax ? vmax + o : NULL, n, h->b1, h->b2, h->eps, h->step_size,
+                    h->inv_bc2_sqrt, h->shrink, h->scale, h->clip, h->wd);
+}
+
 /* Adam over rows [0, rows) x cols of W (p, m, v, vmax at offset i ldp + j) from G (ldg). */
 static void fnn_adam_rows(float *p, float *mo, float *vo, float *vmax, ptrdiff_t ldp, const float *g,
                           ptrdiff_t ldg, int rows, int cols, const fnn_adam_scalars *h)
 {
-    for (int r = 0; r < rows; r++) {
-        ptrdiff_t o = (ptrdiff_t)r * ldp;
-        fastnn_adam_f32(p + o, g + (ptrdiff_t)r * ldg, mo + o, vo + o, vmax ? vmax + o : NULL, cols, h->b1, h->b2,
-                        h->eps, h->step_size, h->inv_bc2_sqrt, h->shrink, h->scale, h->clip, h->wd);
-    }
+    for (int r = 0; r < rows; r++)
+        fnn_adam_at(p, mo, vo, vmax, (ptrdiff_t)r * ldp, g + (ptrdiff_t)r * ldg, cols, h);
 }
 
 #if defined(__AVX512F__)
 #define FNN_ADAM_B_BYTES (1 << 20)
-#define FNN_ADAM_NC 64      /* gemm.h's strip width (FNN_NC) and vector lanes for float32 */
-#define FNN_ADAM_LANES 16
+#define FNN_ADAM_NC 64      /* gemm.h's strip width (FNN_NC) for float32 */
 
 /* Piece `s` of `pieces` of the update of a row of tiles (rows x cols of G at g, ld ldg; W at
  * offset 0): its rows x cols elements in row-major order, split evenly in multiples of 16;
@@ -56,9 +60,7 @@ static void fnn_adam_piece(float *p, float *mo, float *vo, float *vmax, ptrdiff_
     while (lo < hi) {   /* the piece's part of each row it touches */
         int r = (int)(lo / cols), c = (int)(lo % cols);
         ptrdiff_t len = rows_contiguous || hi - lo < cols - c ? hi - lo : cols - c;
-        ptrdiff_t o = (ptrdiff_t)r * ldp + c;
-        fastnn_adam_f32(p + o, g + (ptrdiff_t)r * ldg + c, mo + o, vo + o, vmax ? vmax + o : NULL, len, h->b1,
-                        h->b2, h->eps, h->step_size, h->inv_bc2_sqrt, h->shrink, h->scale, h->clip, h->wd);
+        fnn_adam_at(p, mo, vo, vmax, (ptrdiff_t)r * ldp + c, g + (ptrdiff_t)r * ldg + c, len, h);
         lo += len;
     }
 }
@@ -75,7 +77,7 @@ static int fastnn_gemm_tn_adam_f32(int m, int n, int k, const float *a, int lda,
     int nb = FNN_ADAM_B_BYTES / (int)sizeof(float) / k / FNN_ADAM_NC * FNN_ADAM_NC;
     nb = nb < FNN_ADAM_NC ? FNN_ADAM_NC : nb > n ? (n + FNN_ADAM_NC - 1) / FNN_ADAM_NC * FNN_ADAM_NC : nb;
     int tiles = (m + FNN_MR - 1) / FNN_MR;
-    ptrdiff_t lds = k + FNN_ADAM_LANES + FNN_PREFETCH_B;
+    ptrdiff_t lds = fnn_steps_ld_f32(k);
     float *apack = fnn_aligned_alloc((size_t)k * (m + FNN_MR) * sizeof(float));
     float *bpack = fnn_aligned_alloc((size_t)k * nb * sizeof(float));
     float *grad = fnn_aligned_alloc((size_t)2 * FNN_MR * nb * sizeof(float));   /* two rows of tiles */
@@ -87,17 +89,8 @@ static int fastnn_gemm_tn_adam_f32(int m, int n, int k, const float *a, int lda,
     for (int jb = 0; done && jb < n; jb += nb) {
         int cols = n - jb < nb ? n - jb : nb, strips = (cols + FNN_ADAM_NC - 1) / FNN_ADAM_NC;
         ptrdiff_t ldg = cols;   /* G's rows contiguous */
-        for (int j0 = 0; j0 < cols; j0 += FNN_ADAM_NC) {
-            int nv;
-            __mmask16 last;
-            fnn_strip_f32(n, jb + j0, &nv, &last);
-            float *strip = bpack + (ptrdiff_t)j0 * k;
-            const float *src = b + jb + j0;
-            for (int q = 0; q < k; q++)
-                for (int v = 0; v < nv; v++)
-                    _mm512_store_ps(strip + q * FNN_ADAM_NC + FNN_ADAM_LANES * v,
-                                    _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, src + (ptrdiff_t)q * ldb + FNN_ADAM_LANES * v));
-        }
+        for (int j0 = 0; j0 < cols; j0 += FNN_ADAM_NC)
+            fnn_pack_b_strip_f32(bpack + (ptrdiff_t)j0 * k, b, ldb, n, jb + j0, k);
         /* row of tiles t is computed into grad's half t % 2 while the one before is updated */
         for (int i0 = 0; i0 < m + FNN_MR; i0 += FNN_MR) {
             int t = i0 / FNN_MR, mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
@@ -132,7 +125,6 @@ static int fastnn_gemm_tn_adam_f32(int m, int n, int k, const float *a, int lda,
 }
 #undef FNN_ADAM_B_BYTES
 #undef FNN_ADAM_NC
-#undef FNN_ADAM_LANES
 #else
 #define FNN_ADAM_MAX_K 0
 static int fastnn_gemm_tn_adam_f32(int m, int n, int k, const float *a, int lda, const float *b, int ldb,

@@ -219,6 +219,13 @@ static inline int FNN_NAME(fnn_kc_max)(int m, int n, int k)
     return fnn_k_block(k, (ptrdiff_t)m * n >= FNN_LARGE_C ? FNN_KC_LARGE : FNN_KC);
 }
 
+/* The room one tile's step list takes for k blocks of up to kc: the steps, the whole vector
+ * fnn_store_steps writes past the last, and fnn_pad_steps' prefetch padding. */
+static inline ptrdiff_t FNN_NAME(fnn_steps_ld)(int kc)
+{
+    return kc + FNN_LANES + FNN_PREFETCH_B;
+}
+
 /* dst[t][p][r] = A[p, t + r] (op(A) = A^T, A row-major with leading dimension lda) for row
  * tiles t = 0, 6, 12, ...: one contiguous kc x 6 panel per tile, each of its rows one masked
  * 6-element copy (rows beyond `rows` in the last panel are left unset and never read). Full
@@ -249,6 +256,19 @@ static inline int FNN_NAME(fnn_strip)(int n, int j0, int *nv, FNN_MASK *last)
     *nv = (cols + FNN_LANES - 1) / FNN_LANES;
     *last = cols % FNN_LANES ? (FNN_MASK)((1u << (cols % FNN_LANES)) - 1u) : FNN_FULL;
     return cols;
+}
+
+/* dst[p FNN_NC + j] = B[p, j0 + j] for p < kc, j < FNN_NC (zero beyond n): the kc x FNN_NC
+ * strip of B (row-major, n columns) at column j0, contiguous and aligned (dst: 64 bytes). */
+static void FNN_NAME(fnn_pack_b_strip)(FNN_T *dst, const FNN_T *b, ptrdiff_t ldb, int n, int j0, int kc)
+{
+    int nv;
+    FNN_MASK last;
+    FNN_NAME(fnn_strip)(n, j0, &nv, &last);
+    for (int p = 0; p < kc; p++)
+        for (int v = 0; v < nv; v++)
+            FNN_OP(store)(dst + p * FNN_NC + FNN_LANES * v,
+                          FNN_OP(maskz_loadu)(v == nv - 1 ? last : FNN_FULL, b + p * ldb + j0 + FNN_LANES * v));
 }
 
 /* C = op(A) B with op(A)[i, p] = a[i rs_a + p cs_a] and B (k x n) row-major. Per k block, B is
@@ -296,7 +316,7 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
     int in_place = cs_a == 1 && n > FNN_NC, look = in_place;
     int tiles = (m + FNN_MR - 1) / FNN_MR;
     int listed = pack_a ? tiles : in_place ? (large ? 1 : tiles) : 0;   /* tiles with a step list */
-    ptrdiff_t ldd = kc_max + FNN_LANES, lds = ldd + FNN_PREFETCH_B;
+    ptrdiff_t ldd = kc_max + FNN_LANES, lds = FNN_NAME(fnn_steps_ld)(kc_max);
     FNN_T *bpack = fnn_aligned_alloc((size_t)kc_max * nb * sizeof(FNN_T));
     FNN_T *apack = pack_a ? fnn_aligned_alloc((size_t)kc_max * (m + FNN_MR) * sizeof(FNN_T)) : NULL;
     FNN_T *a_nonzero = in_place ? fnn_aligned_alloc((size_t)listed * FNN_MR * ldd * sizeof(FNN_T)) : NULL;
@@ -319,17 +339,8 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
         for (int jb = 0; jb < n; jb += nb) {
             int jend = n - jb < nb ? n : jb + nb;
             int first_strip = large ? jb : 0;   /* whose tiles bring A in place to L1 for this k block */
-            for (int j0 = jb; j0 < jend; j0 += FNN_NC) {
-                int nv;
-                FNN_MASK last;
-                FNN_NAME(fnn_strip)(n, j0, &nv, &last);
-                FNN_T *strip = bpack + (ptrdiff_t)(j0 - jb) * kc;
-                const FNN_T *bsrc = b + p0 * ldb + j0;
-                for (int p = 0; p < kc; p++)
-                    for (int v = 0; v < nv; v++)
-                        FNN_OP(store)(strip + p * FNN_NC + FNN_LANES * v,
-                                 FNN_OP(maskz_loadu)(v == nv - 1 ? last : FNN_FULL, bsrc + p * ldb + FNN_LANES * v));
-            }
+            for (int j0 = jb; j0 < jend; j0 += FNN_NC)
+                FNN_NAME(fnn_pack_b_strip)(bpack + (ptrdiff_t)(j0 - jb) * kc, b + p0 * ldb, ldb, n, j0, kc);
             for (int i0 = 0; i0 < m; i0 += FNN_MR) {
                 int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
                 const FNN_T *a_tile = pack_a ? apack + (ptrdiff_t)i0 * kc : a + i0 * rs_a + p0 * cs_a;

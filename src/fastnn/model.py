@@ -154,7 +154,7 @@ class Sequential:
         by_layer = self._updates_by_layer   # one dict, refilled each step (a new one per step counts as an allocation)
         by_layer.clear()
         by_layer.update(zip(layers, updates))
-        return _Context(get_num_threads(), True, True, self.seed, self._steps, by_layer), ranges
+        return self._context(True, True, by_layer), ranges
 
     def _blas_guard(self, *row_counts):
         """blas_single_threaded if a pass over any of these numbers of rows calls BLAS
@@ -175,8 +175,8 @@ class Sequential:
         return self._blas_guard(min(n, _INFERENCE_CHUNK), n % _INFERENCE_CHUNK or min(n, _INFERENCE_CHUNK))
 
     # -- passes ---------------------------------------------------------------------------------
-    def _context(self, training, update_stats):
-        return _Context(get_num_threads(), training, update_stats, self.seed, self._steps)
+    def _context(self, training, update_stats, updates=None):
+        return _Context(get_num_threads(), training, update_stats, self.seed, self._steps, updates)
 
     def _forward(self, x, ctx, unchecked=None):
         """unchecked (from _check_X_deferred): x's name when the first layer, a Dense layer,
