@@ -585,71 +585,86 @@ FUSABLE_OPTIMIZERS = {
 }
 
 
-def _fusion_pair(make_optimizer, monkeypatch):
-    """Two equal models; the first updates every Dense weight matrix inside its backward pass."""
+def _fusion_trio(make_optimizer, monkeypatch, stack):
+    """Three equal models: the first updates parameters inside its backward pass (with stack,
+    all of them, in its DenseStack; else every Dense weight matrix, each in its layer's
+    backward pass, a Dropout layer keeping the model off the stack); the second the same through
+    the layers' own backward passes (no stack); the third in the optimizer's step."""
     monkeypatch.setattr(fnn.model, "FUSED_UPDATE_MIN", 1)
     models = []
-    for _ in range(2):
-        model = fnn.Sequential([fnn.Dense(8, 33, activation="relu"), fnn.Dense(33, 17, activation="tanh"),
-                                fnn.Dropout(0.1), fnn.Dense(17, 3)], optimizer=make_optimizer(), seed=4)
+    for _ in range(3):
+        model = fnn.Sequential([fnn.Dense(8, 33, activation="relu"), fnn.Dense(33, 17, activation="tanh")]
+                               + ([] if stack else [fnn.Dropout(0.1)]) + [fnn.Dense(17, 3)],
+                               optimizer=make_optimizer(), seed=4)
         model.layers[1].lr_multiplier = 0.5
         models.append(model)
-    for layer in models[1].layers:
+    models[1]._all_dense = models[2]._all_dense = False
+    for layer in models[2].layers:
         layer.fused_update = None
     return models
 
 
+@pytest.mark.parametrize("stack", [True, False], ids=["stack", "layers"])
 @pytest.mark.parametrize("optimizer", sorted(FUSABLE_OPTIMIZERS))
-def test_weight_updates_fused_into_backward_equal_the_optimizer_step(optimizer, n_threads, monkeypatch):
-    """Adam's update of a Dense layer's weights applied inside the layer's backward pass (the
-    default for float32 weights of FUSED_UPDATE_MIN or more) gives the optimizer step's
-    weights and state bit for bit, through train_step and fit, and when a layer is frozen."""
+def test_weight_updates_fused_into_backward_equal_the_optimizer_step(optimizer, stack, n_threads, monkeypatch):
+    """Adam's updates applied inside the backward pass (a DenseStack's: every parameter; a
+    layer's: its weights, for float32 weights of FUSED_UPDATE_MIN or more) give the optimizer
+    step's weights and state bit for bit, through train_step and fit, and when a layer is frozen."""
     X, y = blobs(200)
-    fused, separate = _fusion_pair(FUSABLE_OPTIMIZERS[optimizer], monkeypatch)
+    models = _fusion_trio(FUSABLE_OPTIMIZERS[optimizer], monkeypatch, stack)
     with fnn.threads(n_threads):
-        for model in (fused, separate):
+        for model in models:
             model.train_step(X[:40], y[:40])
-        ranges, _ = fused._fused_ranges()
-        assert len(ranges) == 3 and bool(fused._fused_context(40)[0].updates) == FUSES
-        assert separate._fused_ranges() == ((), ())
-        for model in (fused, separate):
+        assert len(models[0]._fused_context(40)[1]) == (6 if stack else 3) * FUSES
+        assert len(models[1]._fused_context(40)[1]) == 3 * FUSES
+        assert models[2]._fused_context(40)[1] == ()
+        for model in models:
             model.fit(X, y, epochs=2, batch_size=32, verbose=0)
             model.layers[0].trainable = False
             model.train_step(X[:50], y[:50])
             model.layers[0].trainable = True
             model.fit(X, y, epochs=1, batch_size=64, verbose=0)
-    np.testing.assert_array_equal(fused.parameters, separate.parameters)
-    for a, b in zip(fused.optimizer.state_dict()["buffers"], separate.optimizer.state_dict()["buffers"]):
-        for name in a:
-            np.testing.assert_array_equal(a[name], b[name])
-    assert fused.optimizer.t == separate.optimizer.t == 1 + 2 * 7 + 1 + 4
+    for model in models[:2]:
+        np.testing.assert_array_equal(model.parameters, models[2].parameters)
+        for a, b in zip(model.optimizer.state_dict()["buffers"], models[2].optimizer.state_dict()["buffers"]):
+            for name in a:
+                np.testing.assert_array_equal(a[name], b[name])
+        assert model.optimizer.t == models[2].optimizer.t == 1 + 2 * 7 + 1 + 4
 
 
 def test_weight_updates_are_fused_only_where_the_step_allows(monkeypatch):
-    """Not fused: weight penalties (known only in the backward pass), clip_norm (the global
-    gradient norm), optimizers other than Adam/AdamW, float64, weights under FUSED_UPDATE_MIN,
-    batches beyond the fused kernel's depth, and builds without AVX-512."""
+    """Fused: with a DenseStack (every layer Dense) all parameters, else the Dense weights of
+    FUSED_UPDATE_MIN or more. Not fused: weight penalties (known only in the backward pass),
+    clip_norm (the global gradient norm), optimizers other than Adam/AdamW, float64, batches
+    beyond the fused kernel's depth, and builds without AVX-512."""
     X, y = blobs(64)
 
-    def updates(**kw):
-        model = fnn.Sequential([fnn.Dense(8, 300, activation="relu", l2=kw.pop("l2", 0.0)), fnn.Dense(300, 256),
-                                fnn.Dense(256, 3)], seed=0, **kw)
+    def fused(layers=None, l2=0.0, **kw):
+        model = fnn.Sequential(layers or [fnn.Dense(8, 300, activation="relu", l2=l2), fnn.Dense(300, 256),
+                                          fnn.Dense(256, 3)], seed=0, **kw)
         model.train_step(X, y)
-        return model._fused_context(64)[0].updates, model
+        return model._fused_context(64)[1], model
 
-    fused, model = updates()
+    def dense_with_dropout():
+        return [fnn.Dense(8, 300, activation="relu"), fnn.Dense(300, 256), fnn.Dropout(0.0), fnn.Dense(256, 3)]
+
+    ranges, model = fused()
+    off_stack, other = fused(dense_with_dropout())
     if FUSES:
-        assert list(fused) == [model.layers[1]]      # 300 x 256 >= FUSED_UPDATE_MIN; 8 x 300, 256 x 3 below
-        assert not model._fused_context(dense.FUSED_ADAM_MAX_BATCH + 1)[0].updates   # batches too deep
-    assert not updates(l2=1e-3)[0]
+        assert ranges == tuple((start, stop) for _, _, start, stop, _ in model._specs)
+        W = other.layers[1].params["W"]    # 300 x 256 >= FUSED_UPDATE_MIN; 8 x 300, 256 x 3 below
+        start = (W.ctypes.data - other.parameters.ctypes.data) // 4
+        assert off_stack == ((start, start + W.size),)
+        assert not model._fused_context(dense.FUSED_ADAM_MAX_BATCH + 1)[1]   # batches too deep
+    assert not fused(l2=1e-3)[0]
     model.layers[2].l1 = 1e-4                       # a penalty set after construction
-    assert not model._fused_context(64)[0].updates
-    assert not updates(optimizer=fnn.optim.Adam(clip_norm=1.0))[0]
-    assert not updates(optimizer=fnn.optim.SGD(lr=0.1, momentum=0.9))[0]
-    assert not updates(optimizer=fnn.optim.RMSprop())[0]
-    assert not updates(dtype="float64")[0]
+    assert not model._fused_context(64)[1]
+    assert not fused(optimizer=fnn.optim.Adam(clip_norm=1.0))[0]
+    assert not fused(optimizer=fnn.optim.SGD(lr=0.1, momentum=0.9))[0]
+    assert not fused(optimizer=fnn.optim.RMSprop())[0]
+    assert not fused(dtype="float64")[0]
     monkeypatch.setattr(fnn.model, "FUSED_UPDATE_MIN", 1 << 30)
-    assert not updates()[0]
+    assert not fused(dense_with_dropout())[0]
 
 
 def test_fused_step_with_a_non_finite_loss_changes_nothing(monkeypatch):
@@ -659,7 +674,7 @@ def test_fused_step_with_a_non_finite_loss_changes_nothing(monkeypatch):
     X, y = blobs(64)
     model = small_model()
     model.train_step(X, y)
-    assert model._fused_ranges()[0] and bool(model._fused_context(64)[0].updates) == FUSES
+    assert bool(model._fused_context(64)[1]) == FUSES
     model.layers[1].params["W"][...] *= 1e4       # outputs overflow for inputs near float32's limit
     before, state = model.parameters.copy(), model.optimizer.state_dict()
     with pytest.raises(FloatingPointError, match="not updated"):

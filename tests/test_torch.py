@@ -178,8 +178,8 @@ def test_normalization_network_matches_torch_over_five_steps():
 
 @pytest.mark.parametrize("name,kwargs", [("Adam", dict(lr=1e-3)), ("AdamW", dict(lr=1e-3, amsgrad=True))])
 def test_fused_weight_update_matches_torch_over_five_steps(name, kwargs):
-    """A float32 network whose 300 x 256 weight matrix is updated inside its backward pass
-    (Adam fused into the weight gradient's product) trains as PyTorch does. (Over more steps
+    """A float32 network whose parameters are updated inside its backward pass (Adam fused
+    into the 300 x 256 weight gradient's product, the others' after theirs) trains as PyTorch does. (Over more steps
     or at larger rates float32 rounding sends the two apart, fused or not: Adam normalizes the
     tiny gradients of units near ReLU's kink.)"""
     rng = np.random.default_rng(5)
@@ -197,7 +197,7 @@ def test_fused_weight_update_matches_torch_over_five_steps(name, kwargs):
         topt.zero_grad()
         torch.nn.functional.cross_entropy(net(torch.tensor(X)), torch.tensor(y)).backward()
         topt.step()
-    if FUSED_ADAM_MAX_BATCH:                         # this build fuses: the 300 x 256 weights did
-        assert model._fused_context(64)[0].updates
+    if FUSED_ADAM_MAX_BATCH:                         # this build fuses: every parameter's update did
+        assert len(model._fused_context(64)[1]) == 4
     np.testing.assert_allclose(model.layers[0].params["W"], net[0].weight.detach().numpy().T, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(model.layers[1].params["W"], net[2].weight.detach().numpy().T, rtol=1e-4, atol=1e-5)

@@ -21,7 +21,7 @@ thread count.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, malloc, free
 from ._blas cimport MIN_SPLIT, split_rows, split_bounds, gemm_block, gemm_threads
 from ._openmp cimport (n_blocks, column_start, flush_denormals, restore_denormals, barrier,
                       ROW_CHUNK, chunk_count, chunk_end, sum_chunks)
@@ -139,9 +139,12 @@ cdef void _dw_adam_block(int k, int m, int n, const float* x, const float* dz, f
 
 cdef void _backward(const floating* x, const floating* w, const floating* z, const floating* y, floating* dy,
                     floating* dw, floating* db, floating* dx, floating* colsums, const adam_update* adam,
-                    int n, int k, int m, int kind, floating a, int n_threads) noexcept nogil:
+                    const adam_update* adam_b, int n, int k, int m, int kind, floating a,
+                    int n_threads) noexcept nogil:
     """dense_backward on pointers (NULL for what is not given), colsums a workspace of
-    chunk_count(n) * m elements (given when db is), adam float32 only."""
+    chunk_count(n) * m elements (given when db is); adam and adam_b (float32 only): the
+    updates of w and of b (its p) from their gradients, applied as each block of them is
+    computed."""
     cdef bint dx_by_rows = split_rows(n, k), dw_by_rows = split_rows(k, m)
     cdef int threads = gemm_threads(n, m, k, n_threads)    # both products take 2 n m k flops
     cdef int nb_dx = n_blocks(n if dx_by_rows else k, threads, MIN_SPLIT)
@@ -162,6 +165,10 @@ cdef void _backward(const floating* x, const floating* w, const floating* z, con
                 c0 = column_start(m, nb_db, blk)
                 c1 = column_start(m, nb_db, blk + 1)
                 sum_chunks(colsums, db, n_chunks, m, c0, c1)
+                if adam_b != NULL and c1 > c0:
+                    adam_rows_f32(adam_b.p + c0, adam_b.m + c0, adam_b.v + c0,
+                                  adam_b.vmax + c0 if adam_b.vmax != NULL else NULL, m, <const float*>db + c0,
+                                  m, 1, c1 - c0, &adam_b.h)
         if dx != NULL:
             for blk in prange(nb_dx, schedule='static'):
                 gemm_block(False, True, n, k, m, dy, m, w, m, dx, k, dx_by_rows, blk, nb_dx)
@@ -175,14 +182,17 @@ cdef void _backward(const floating* x, const floating* w, const floating* z, con
         restore_denormals(csr)
 
 
-cdef int _adam_target(adam_update* u, tuple adam, Py_ssize_t size) except -1:
-    """u from (m, v, v_max or None, (b1, b2, eps, step_size, inv_bc2_sqrt, shrink, grad_scale,
-    clip_value, wd)): the flat float32 Adam state of a weight matrix of `size` entries."""
-    cdef float[::1] m_, v_, vmax_ = None
-    m_, v_, vmax_, scalars = adam
+cdef int _adam_state(adam_update* u, m, v, v_max, Py_ssize_t size, str what) except -1:
+    """u's state from the flat float32 arrays m, v and v_max (or None) of `size` entries."""
+    cdef float[::1] m_ = m, v_ = v, vmax_ = v_max
     if m_.shape[0] != size or v_.shape[0] != size or (vmax_ is not None and vmax_.shape[0] != size):
-        raise ValueError(f"adam's state arrays must be flat, of w's size {size}")
+        raise ValueError(f"{what}'s state arrays must be flat, of {size} entries")
     u.m, u.v, u.vmax = &m_[0], &v_[0], &vmax_[0] if vmax_ is not None else NULL
+    return 0
+
+
+cdef int _adam_scalars(adam_update* u, scalars) except -1:
+    """u's scalars from (b1, b2, eps, step_size, inv_bc2_sqrt, shrink, grad_scale, clip_value, wd)."""
     h = &u.h
     h.b1, h.b2, h.eps, h.step_size, h.inv_bc2_sqrt, h.shrink, h.scale, h.clip, h.wd = scalars
     return 0
@@ -213,7 +223,8 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
         if <const void*>&adam_w[0, 0] != <const void*>&w[0, 0]:
             raise ValueError("adam's first array must be the layer's weights w")
         u.p = &adam_w[0, 0]
-        _adam_target(&u, adam[1:], <Py_ssize_t>k * m)
+        _adam_state(&u, adam[1], adam[2], adam[3], <Py_ssize_t>k * m, "w")
+        _adam_scalars(&u, adam[4])
     cdef floating* colsums = NULL
     if db is not None:
         colsums = <floating*>malloc(chunk_count(n) * m * sizeof(floating))
@@ -226,6 +237,193 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
     try:
         with nogil:
             _backward(&x[0, 0], &w[0, 0], z_ptr, &y[0, 0], &dy[0, 0], dw_ptr, db_ptr, dx_ptr, colsums,
-                      &u if adam is not None else NULL, n, k, m, kind, <floating>a, n_threads)
+                      &u if adam is not None else NULL, NULL, n, k, m, kind, <floating>a, n_threads)
     finally:
         free(colsums)
+
+
+ctypedef struct stack_layer:    # one layer of a DenseStack: its arrays' data, NULL where absent
+    void* w
+    void* b
+    void* z          # NULL: the pre-activation is not kept
+    void* y
+    void* dw         # dw, db NULL: a frozen layer
+    void* db
+    void* dx         # NULL: its input gradient is not needed
+    int k, m, kind
+    double a
+    int w_group, b_group       # which of a step's Adam scalars update w and b (-1: not here)
+    adam_update w_adam, b_adam
+
+
+cdef bint _stack_forward(const floating* x, stack_layer* layers, int depth, int n, int n_threads,
+                         bint check_x) noexcept nogil:
+    cdef bint proven = False, layer_proven
+    cdef stack_layer* L
+    cdef int i
+    for i in range(depth):
+        L = &layers[i]
+        layer_proven = _forward(x if i == 0 else <const floating*>layers[i - 1].y, <const floating*>L.w,
+                                <const floating*>L.b, <floating*>L.z, <floating*>L.y, n, L.k, L.m, L.kind,
+                                <floating>L.a, n_threads, check_x and i == 0)
+        if i == 0:
+            proven = layer_proven
+    return proven
+
+
+cdef void _stack_backward(const floating* x, floating* dy, stack_layer* layers, int first, int depth, int n,
+                          int n_threads, floating* colsums, bint update) noexcept nogil:
+    cdef stack_layer* L
+    cdef int i
+    for i in range(depth - 1, first - 1, -1):
+        L = &layers[i]
+        _backward(x if i == 0 else <const floating*>layers[i - 1].y, <const floating*>L.w, <const floating*>L.z,
+                  <const floating*>L.y, dy, <floating*>L.dw, <floating*>L.db, <floating*>L.dx, colsums,
+                  &L.w_adam if update and L.w_group >= 0 else NULL,
+                  &L.b_adam if update and L.b_group >= 0 else NULL, n, L.k, L.m, L.kind, <floating>L.a, n_threads)
+        dy = <floating*>L.dx
+
+
+cdef void* _data(a, shape, dtype, str what) except NULL:
+    """The data of `a`, a writeable C-contiguous array of this shape and dtype."""
+    if (type(a).__name__ != "ndarray" or a.shape != shape or a.dtype != dtype or not a.flags.c_contiguous
+            or not a.flags.writeable):
+        raise ValueError(f"{what} must be a writeable C-contiguous {dtype} array of shape {shape}")
+    return <void*><size_t>a.ctypes.data
+
+
+cdef int _bind_update(adam_update* u, int* group, void* p, state, Py_ssize_t size, bint single,
+                      str what) except -1:
+    """A parameter's Adam state (m, v, v_max or None, group) in u, or group -1 (state None)."""
+    group[0] = -1
+    if state is None:
+        return 0
+    if not single:
+        raise ValueError(f"{what}: updates in the backward pass are float32 only")
+    m, v, v_max, g = state
+    _adam_state(u, m, v, v_max, size, what)
+    u.p = <float*>p
+    group[0] = g
+    return 0
+
+
+cdef class DenseStack:
+    """Dense layers applied in turn (each one's y the next one's x) to batches of n rows, each
+    training pass over all of them one call: forward, then backward (after the loss has
+    written dL/dy of the last layer), the layers' own kernels (dense_forward, dense_backward)
+    run one after the other without returning to Python. The backward pass may also apply
+    Adam's update to weights and biases from their gradients as it computes them.
+
+    layers: per layer (w, b, z or None, y, dw, db, dx, kind, a, w_state, b_state), float32 or
+    float64 arrays (w k x m, b and db m, z and y n x m, dx n x k); z None where the
+    activation's derivative follows from y, dw and db None for a frozen layer, dx None where
+    the input gradient is not needed; w_state, b_state None or (float32) the parameter's
+    flat Adam state (m, v, v_max or None, group), updated by backward(..., scalars) with
+    scalars[group]. first: the first layer whose backward pass runs (the first trainable)."""
+    cdef stack_layer* layers
+    cdef int depth, n, first, groups
+    cdef bint single
+    cdef void* colsums       # dense_backward's workspace for db, sized for the widest layer
+    cdef list arrays         # what the pointers point into
+    cdef const float[:, ::1] x32   # the input of the last forward pass
+    cdef const double[:, ::1] x64
+    cdef readonly object output    # the last layer's y
+
+    def __cinit__(self, list layers, int n, int first):
+        if not layers or n < 1 or not 0 <= first <= len(layers):
+            raise ValueError("a DenseStack needs layers, n >= 1 and 0 <= first <= len(layers)")
+        self.depth, self.n, self.first = len(layers), n, first
+        dtype = layers[0][0].dtype
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"the layers' arrays must be float32 or float64, not {dtype}")
+        self.single = dtype == "float32"
+        self.layers = <stack_layer*>calloc(self.depth, sizeof(stack_layer))
+        if self.layers == NULL:
+            raise MemoryError("no memory for a DenseStack")
+        self.arrays = []
+        cdef int i, widest = 0
+        cdef stack_layer* L
+        for i, (w, b, z, y, dw, db, dx, kind, a, w_state, b_state) in enumerate(layers):
+            L = &self.layers[i]
+            L.k, L.m = w.shape
+            if i and L.k != self.layers[i - 1].m:
+                raise ValueError(f"layer {i} takes {L.k} inputs but layer {i - 1} gives {self.layers[i - 1].m}")
+            L.kind, L.a = kind, a
+            L.w = _data(w, (L.k, L.m), dtype, f"layer {i}'s w")
+            L.b = _data(b, (L.m,), dtype, f"layer {i}'s b")
+            L.y = _data(y, (n, L.m), dtype, f"layer {i}'s y")
+            L.z = _data(z, (n, L.m), dtype, f"layer {i}'s z") if z is not None else NULL
+            L.dw = _data(dw, (L.k, L.m), dtype, f"layer {i}'s dw") if dw is not None else NULL
+            L.db = _data(db, (L.m,), dtype, f"layer {i}'s db") if db is not None else NULL
+            L.dx = _data(dx, (n, L.k), dtype, f"layer {i}'s dx") if dx is not None else NULL
+            if (L.dw == NULL) != (L.db == NULL) or (i > first and L.dx == NULL):
+                raise ValueError(f"layer {i} needs dw and db together, and dx (it is after the first)")
+            if L.dw == NULL and (w_state is not None or b_state is not None):
+                raise ValueError(f"layer {i} is frozen (no dw, db): it takes no update")
+            _bind_update(&L.w_adam, &L.w_group, L.w, w_state, <Py_ssize_t>L.k * L.m, self.single, f"layer {i}'s w")
+            _bind_update(&L.b_adam, &L.b_group, L.b, b_state, L.m, self.single, f"layer {i}'s b")
+            self.groups = max(self.groups, L.w_group + 1, L.b_group + 1)
+            widest = max(widest, L.m)
+            self.arrays.append((w, b, z, y, dw, db, dx, w_state, b_state))
+        self.output = layers[self.depth - 1][3]
+        self.colsums = malloc(chunk_count(n) * widest * (sizeof(float) if self.single else sizeof(double)))
+        if self.colsums == NULL:
+            raise MemoryError("no memory for a DenseStack")
+
+    def __dealloc__(self):
+        free(self.layers)
+        free(self.colsums)
+
+    def forward(self, x, int n_threads, bint check_x=False):
+        """Every layer's forward pass from x (n rows, this stack's dtype); the output is in
+        self.output. Returns as dense_forward does for the first layer: True when check_x
+        asked and its product proved x finite."""
+        cdef bint proven
+        if self.single:
+            self.x32 = x
+            if self.x32.shape[0] != self.n or self.x32.shape[1] != self.layers[0].k:
+                raise ValueError(f"x must have shape ({self.n}, {self.layers[0].k})")
+            with nogil:
+                proven = _stack_forward(&self.x32[0, 0], self.layers, self.depth, self.n, n_threads, check_x)
+        else:
+            self.x64 = x
+            if self.x64.shape[0] != self.n or self.x64.shape[1] != self.layers[0].k:
+                raise ValueError(f"x must have shape ({self.n}, {self.layers[0].k})")
+            with nogil:
+                proven = _stack_forward(&self.x64[0, 0], self.layers, self.depth, self.n, n_threads, check_x)
+        return proven
+
+    def backward(self, dy, int n_threads, scalars=None):
+        """The backward pass of every layer from `first` on, from dy = dL/d(output) (overwritten),
+        after forward. With scalars (per group, Adam's (b1, b2, eps, step_size, inv_bc2_sqrt,
+        shrink, grad_scale, clip_value, wd): optim.pyx's adam_scalars), the parameters given a
+        state are updated from their gradients instead of leaving them in dw and db."""
+        cdef float[:, ::1] dy32
+        cdef double[:, ::1] dy64
+        cdef stack_layer* L
+        cdef int i, last = self.depth - 1
+        if (self.x32 is None) if self.single else (self.x64 is None):
+            raise ValueError("backward needs a forward pass first")
+        if scalars is not None:
+            if len(scalars) < self.groups:
+                raise ValueError(f"scalars must hold one tuple per group ({self.groups})")
+            for i in range(self.depth):
+                L = &self.layers[i]
+                if L.w_group >= 0:
+                    _adam_scalars(&L.w_adam, scalars[L.w_group])
+                if L.b_group >= 0:
+                    _adam_scalars(&L.b_adam, scalars[L.b_group])
+        if self.single:
+            dy32 = dy
+            if dy32.shape[0] != self.n or dy32.shape[1] != self.layers[last].m:
+                raise ValueError(f"dy must have shape ({self.n}, {self.layers[last].m})")
+            with nogil:
+                _stack_backward(&self.x32[0, 0], &dy32[0, 0], self.layers, self.first, self.depth, self.n,
+                                n_threads, <float*>self.colsums, scalars is not None)
+        else:
+            dy64 = dy
+            if dy64.shape[0] != self.n or dy64.shape[1] != self.layers[last].m:
+                raise ValueError(f"dy must have shape ({self.n}, {self.layers[last].m})")
+            with nogil:
+                _stack_backward(&self.x64[0, 0], &dy64[0, 0], self.layers, self.first, self.depth, self.n,
+                                n_threads, <double*>self.colsums, False)

@@ -23,6 +23,12 @@ def nonfinite_error(name):
     return ValueError(f"{name} contains NaN or infinity; remove or impute those values first")
 
 
+def require_finite(X, name, proven=False):
+    """Raise nonfinite_error(name) unless X is finite (already proven, or by a pass over X)."""
+    if not proven and not _arrays.all_finite(X.reshape(-1)):
+        raise nonfinite_error(name)
+
+
 def check_matrix(X, name, dtype, n_features=None, allow_1d=False, finite=True):
     """X as a C-contiguous 2-D array of `dtype` (copied only if needed) with finite values,
     unless finite=False leaves that check to the caller."""
@@ -43,8 +49,8 @@ def check_matrix(X, name, dtype, n_features=None, allow_1d=False, finite=True):
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features but the model expects {n_features}")
     arr = np.ascontiguousarray(arr, dtype=dtype)
-    if finite and not _arrays.all_finite(arr.reshape(-1)):
-        raise nonfinite_error(name)
+    if finite:
+        require_finite(arr, name)
     return arr
 
 

@@ -12,8 +12,7 @@ from ._core import losses as _losses
 from ._core import norm as _norm
 from ._core import random as _random
 from ._buffers import aligned_zeros
-from ._core.arrays import all_finite
-from ._validation import check_number, nonfinite_error
+from ._validation import check_number, require_finite
 
 __all__ = ["Layer", "Dense", "Activation", "Dropout", "GaussianNoise", "BatchNorm", "LayerNorm",
            "GroupNorm", "PReLU", "ACTIVATIONS"]
@@ -61,8 +60,9 @@ class Layer(ABC):
     `lr_multiplier` scales the optimizer's learning rate for this layer's parameters.
     """
 
-    # Bumped whenever any layer's trainable flag or lr multiplier changes, so a model can
-    # tell in O(1) that its optimizer's parameter groups need rebuilding.
+    # Bumped whenever any layer's trainable flag, lr multiplier or penalty changes, so a model
+    # can tell in O(1) that its optimizer's parameter groups, or which of their updates its
+    # backward pass applies (no layer penalized), need rebuilding.
     groups_version = 0
 
     def __init__(self):
@@ -185,8 +185,7 @@ class Dense(Layer):
         self._init = _init.get(init, std)
         self.init = init if isinstance(init, str) else getattr(init, "__name__", "custom")
         self.std = std
-        self.l1 = check_number(l1, "l1", low=0)
-        self.l2 = check_number(l2, "l2", low=0)
+        self.l1, self.l2 = l1, l2
 
     def build(self, input_dim, dtype):
         if input_dim != self.in_features:
@@ -227,19 +226,49 @@ class Dense(Layer):
         params = self.params
         proven = _dense.dense_forward(x, params["W"], params["b"], z, y, self._kind, self._a, ctx.n_threads,
                                       unchecked is not None)
-        if unchecked is not None and not proven and not all_finite(x.reshape(-1)):
-            raise nonfinite_error(unchecked)
+        if unchecked is not None:
+            require_finite(x, unchecked, proven)
         self._x, self._z, self._y = x, z, y
         return y
+
+    def stack_arrays(self, n, need_dx, states=None):
+        """This layer's entry of a fastnn._core.dense.DenseStack over batches of n rows (its
+        workspace, weights and gradients, as forward and backward use them); states:
+        {"W" or "b": the Adam state the stack's backward pass updates it with}."""
+        trainable, states = self.trainable, states or {}
+        return (self.params["W"], self.params["b"],
+                self._buffer("z", (n, self.out_features)) if self._keep_z else None,
+                self._buffer("y", (n, self.out_features)),
+                self.grads["W"] if trainable else None, self.grads["b"] if trainable else None,
+                self._buffer("dx", (n, self.in_features)) if need_dx else None, self._kind, self._a,
+                states.get("W"), states.get("b"))
 
     fused_update = "W"
 
     @property
+    def l1(self):
+        return self._l1
+
+    @l1.setter
+    def l1(self, value):
+        self._l1 = check_number(value, "l1", low=0)
+        Layer.groups_version += 1
+
+    @property
+    def l2(self):
+        return self._l2
+
+    @l2.setter
+    def l2(self, value):
+        self._l2 = check_number(value, "l2", low=0)
+        Layer.groups_version += 1
+
+    @property
     def penalized(self):
-        return bool(self.l1 or self.l2)
+        return bool(self._l1 or self._l2)
 
     def backward(self, dy, ctx, need_dx):
-        """With ctx.updates[self] (the optimizer's update of W, Optimizer._fused_updates), W is
+        """With ctx.updates[self] (the optimizer's update of W, Sequential._fused_context), W is
         updated from its gradient as the gradient is computed (grads["W"] is not written)."""
         dx = self._buffer("dx", self._x.shape) if need_dx else None
         dW, db = (self.grads["W"], self.grads["b"]) if self.trainable else (None, None)
@@ -247,10 +276,14 @@ class Dense(Layer):
         W = self.params["W"]
         _dense.dense_backward(self._x, W, self._z, self._y, dy, dW, db, dx, self._kind, self._a,
                               ctx.n_threads, None if update is None else (W,) + update)
+        self.add_penalty(ctx)
+        return dx
+
+    def add_penalty(self, ctx):
+        """With l1 or l2 (trainable): their gradient added to grads["W"], their value to ctx.penalty."""
         if self.trainable and self.penalized:
             ctx.penalty += _losses.penalty(self.params["W"].reshape(-1), self.grads["W"].reshape(-1),
                                            self.l1, self.l2, ctx.n_threads)
-        return dx
 
     def penalty(self):
         if not (self.l1 or self.l2):

@@ -15,7 +15,7 @@ from .layers import BatchNorm, Dense, Layer
 from .threads import blas_single_threaded, get_num_threads
 from ._core import dense as _dense
 from ._core.arrays import all_finite, gather_rows
-from ._validation import check_dtype, check_matrix, check_number
+from ._validation import check_dtype, check_matrix, check_number, require_finite
 
 __all__ = ["Sequential"]
 
@@ -33,12 +33,24 @@ FUSED_UPDATE_MIN = 1 << 16
 class _Context:
     """What a forward/backward pass needs besides the data."""
 
-    __slots__ = ("n_threads", "training", "update_stats", "penalty", "seed", "step", "updates")
+    __slots__ = ("n_threads", "training", "update_stats", "penalty", "seed", "step", "scalars", "updates")
 
-    def __init__(self, n_threads, training, update_stats, seed, step, updates=None):
+    def __init__(self, n_threads, training, update_stats, seed, step):
         self.n_threads, self.training, self.update_stats = n_threads, training, update_stats
         self.seed, self.step, self.penalty = seed, step, 0.0
-        self.updates = updates   # {layer: its weights' optimizer update, applied in its backward pass}
+        self.scalars = None   # this step's scalars of the updates applied in the backward pass (_fusion)
+        self.updates = None   # {layer: its weights' optimizer update, applied in its backward pass}
+
+
+class _Fusion:
+    """Sequential._fusion's result: the flat ranges updated in the backward pass, the (layer,
+    parameter name) and optimizer state (Optimizer._fused_state) of each, whether any layer
+    is penalized; key: the parameter groups it was made for."""
+
+    __slots__ = ("key", "ranges", "owners", "states", "penalized")
+
+    def __init__(self, key=None, ranges=(), owners=(), states=None, penalized=False):
+        self.key, self.ranges, self.owners, self.states, self.penalized = key, ranges, owners, states, penalized
 
 
 class Sequential:
@@ -76,8 +88,9 @@ class Sequential:
         self._fits = 0           # fit calls: seeds each fit's shuffling
         self._loss_ws = {}
         self._guards = {}        # batch size -> BLAS thread guard (see _blas_guard)
-        self._fused = (None,)    # (its key, ranges, layers): see _fused_ranges
+        self._fused = _Fusion()  # see _fusion
         self._updates_by_layer = {}   # layer -> its weights' update in this step: see _fused_context
+        self._stacks = {}        # (batch size, Layer.groups_version) -> DenseStack: see _dense_stack
         self._build()
 
     # -- construction ---------------------------------------------------------------------------
@@ -90,6 +103,7 @@ class Sequential:
             layer.stream = position      # the layer's random stream (dropout masks, noise)
             specs.extend((layer, name, shape, decay) for name, shape, decay in layer.param_specs())
         self.output_dim = dim
+        self._all_dense = all(type(layer) is Dense for layer in self.layers)   # see _dense_stack
         sizes = [int(np.prod(shape)) for _, _, shape, _ in specs]
         total = int(sum(sizes))
         self.parameters = aligned_zeros(total, self.dtype)
@@ -125,36 +139,43 @@ class Sequential:
             self.optimizer.load_state_dict(state)
         self._bound_version = Layer.groups_version
 
-    def _fused_ranges(self):
-        """(flat ranges, layers) of the weights whose optimizer update runs inside their layer's
-        backward pass (Layer.fused_update, Optimizer._fused_updates): float32, trainable, at
-        least FUSED_UPDATE_MIN of them, and no layer adding a penalty to the loss (a fused
-        update changes the weights before the penalties, summed in the backward pass, show the
-        loss finite)."""
-        penalized = any(layer.penalized for layer in self.layers)   # l1/l2 may be set after construction
-        key = (Layer.groups_version, self._bound_version, penalized)
-        if self._fused[0] != key:
-            fusable = self.dtype == np.float32 and not penalized
-            chosen = [((start, stop), layer) for layer, name, start, stop, _ in self._specs
-                      if fusable and layer.trainable and name == layer.fused_update
-                      and stop - start >= FUSED_UPDATE_MIN]
-            self._fused = (key, tuple(r for r, _ in chosen), tuple(layer for _, layer in chosen))
-        return self._fused[1:]
+    def _fusion(self):
+        """The parameters whose optimizer update runs inside the backward pass, as their
+        gradients are computed (Optimizer._fused_state), cached per parameter groups: float32
+        and no layer penalized (a fused update changes the weights before the penalties,
+        summed in the backward pass, show the loss finite); then with a DenseStack (every
+        layer a Dense layer) every trainable parameter, else the Dense weights
+        (Layer.fused_update) of at least FUSED_UPDATE_MIN entries."""
+        key = (Layer.groups_version, self._bound_version)
+        if self._fused.key != key:
+            penalized = any(layer.penalized for layer in self.layers)
+            chosen = [((start, stop), (layer, name)) for layer, name, start, stop, _ in self._specs
+                      if self.dtype == np.float32 and not penalized and layer.trainable and (
+                          self._all_dense or (name == layer.fused_update and stop - start >= FUSED_UPDATE_MIN))]
+            ranges = tuple(r for r, _ in chosen)
+            states = self.optimizer._fused_state(ranges) if ranges else None
+            self._fused = _Fusion(key, ranges if states else (), tuple(o for _, o in chosen), states, penalized)
+        return self._fused
 
     def _fused_context(self, batch):
         """The training context of a step on `batch` rows, and the flat ranges whose updates it
         fuses (none beyond the batches the fused kernel takes: there the separate update is as
         fast, and one pass over all the state)."""
         self._bind_optimizer()
-        ranges, layers = self._fused_ranges()
-        fusable = ranges and batch <= _dense.FUSED_ADAM_MAX_BATCH
-        updates = self.optimizer._fused_updates(ranges) if fusable else None
-        if updates is None:
+        fusion = self._fusion()
+        scalars = (self.optimizer._fused_scalars() if fusion.ranges and batch <= _dense.FUSED_ADAM_MAX_BATCH
+                   else None)
+        if scalars is None:
             return self._context(True, True), ()
-        by_layer = self._updates_by_layer   # one dict, refilled each step (a new one per step counts as an allocation)
-        by_layer.clear()
-        by_layer.update(zip(layers, updates))
-        return self._context(True, True, by_layer), ranges
+        ctx = self._context(True, True)
+        ctx.scalars = scalars
+        if not self._all_dense:   # each layer applies its update (Dense.backward: ctx.updates)
+            by_layer = self._updates_by_layer   # one dict, refilled each step (a new one per step counts as an allocation)
+            by_layer.clear()
+            by_layer.update((layer, (m, v, v_max, scalars[group]))
+                            for (layer, _), (m, v, v_max, group) in zip(fusion.owners, fusion.states))
+            ctx.updates = by_layer
+        return ctx, fusion.ranges
 
     def _blas_guard(self, *row_counts):
         """blas_single_threaded if a pass over any of these numbers of rows calls BLAS
@@ -175,8 +196,8 @@ class Sequential:
         return self._blas_guard(min(n, _INFERENCE_CHUNK), n % _INFERENCE_CHUNK or min(n, _INFERENCE_CHUNK))
 
     # -- passes ---------------------------------------------------------------------------------
-    def _context(self, training, update_stats, updates=None):
-        return _Context(get_num_threads(), training, update_stats, self.seed, self._steps, updates)
+    def _context(self, training, update_stats):
+        return _Context(get_num_threads(), training, update_stats, self.seed, self._steps)
 
     def _forward(self, x, ctx, unchecked=None):
         """unchecked (from _check_X_deferred): x's name when the first layer, a Dense layer,
@@ -200,14 +221,50 @@ class Sequential:
                                        np.empty(n, dtype=np.float64))
         return bufs
 
+    def _dense_stack(self, n):
+        """A DenseStack (fastnn._core.dense) of the layers for training passes over n rows when
+        every layer is a Dense layer, else None: each pass one call instead of one per layer
+        (the Python work between the layers' kernels was 6-7% of a 784-512-512-10 step at
+        batch 32, its interpreter's data evicted from the caches by the weights' update).
+        Rebuilt when trainable flags change."""
+        if not self._all_dense:
+            return None
+        self._bind_optimizer()
+        fusion = self._fusion()
+        key = (n, fusion.key)
+        stack = self._stacks.get(key)
+        if stack is None:
+            if len(self._stacks) >= 4:
+                self._stacks.clear()
+            states = {layer: {} for layer in self.layers}
+            for (layer, name), state in zip(fusion.owners, fusion.states or ()):
+                states[layer][name] = state
+            first = next((i for i, layer in enumerate(self.layers) if layer.trainable), len(self.layers))
+            stack = self._stacks[key] = _dense.DenseStack(
+                [layer.stack_arrays(n, i > first, states[layer]) for i, layer in enumerate(self.layers)], n, first)
+        return stack
+
     def _loss_and_backward(self, x, targets, sample_weight, ctx, unchecked=None):
         """Training-mode forward, loss, backward. Returns (loss with penalties, outputs)."""
-        out = self._forward(x, ctx, unchecked)
+        stack = self._dense_stack(x.shape[0])
+        if stack is None:
+            out = self._forward(x, ctx, unchecked)
+        else:
+            proven = stack.forward(x, ctx.n_threads, unchecked is not None)
+            if unchecked is not None:
+                require_finite(x, unchecked, proven)
+            out = stack.output
         grad, row_loss = self._loss_buffers(x.shape[0])
         loss = self.loss(out, targets, grad, row_loss, sample_weight, ctx.n_threads)
-        if ctx.updates and not math.isfinite(loss):
+        if ctx.scalars is not None and not math.isfinite(loss):
             return loss, out   # stop before the backward pass's weight updates
-        self._backward(grad, ctx)
+        if stack is None:
+            self._backward(grad, ctx)
+        else:
+            stack.backward(grad, ctx.n_threads, ctx.scalars)
+            if self._fused.penalized:
+                for layer in self.layers:
+                    layer.add_penalty(ctx)
         return loss + ctx.penalty, out
 
     def _apply_step(self, fused=()):

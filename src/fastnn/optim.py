@@ -5,7 +5,7 @@ fastnn._core.optim for the exact formulas). A model binds its optimizer to its f
 parameter/gradient buffers, so a step is one kernel call per parameter group; the same
 optimizer also updates any list of arrays in place: `opt.step(params, grads)`. Adam and
 AdamW give a model's large float32 weight matrices their update inside the layers' backward
-pass instead, fused with the weight gradient's product (_fused_updates; same results).
+pass instead, fused with the weight gradient's product (_fused_state, _fused_scalars; same results).
 
 Lecture vs torch conventions (both are implemented as torch does):
 - Momentum: the lecture writes v = mu v - lr g, w += v; torch writes b = mu b + g,
@@ -164,7 +164,7 @@ class Optimizer(ABC):
 
     def _step(self, fused=()):
         """One update of every slot (the model calls this after bind), but for the flat ranges
-        in `fused`, whose updates _fused_updates(fused) gave to the backward pass."""
+        in `fused`, whose updates the backward pass applied (_fused_state)."""
         n_threads = _threads.get_num_threads()
         grad_scale = 1.0
         if self.clip_norm is not None:
@@ -180,17 +180,17 @@ class Optimizer(ABC):
         return self.weight_decay if (slot.decay or self.decay_all) else 0.0
 
     def _split_slots(self, ranges):
-        """(the slots of the flat ranges [start, stop) in `ranges`, in that order, each inside
-        one bound slot; the slots of everything else), cached per ranges."""
+        """(per flat range [start, stop) in `ranges`, in that order, (its slot, the index of the
+        bound slot holding it); the slots of everything else), cached per ranges."""
         split = self._split.get(ranges)
         if split is None:
             inside, rest = {}, []
-            for s in self._slots:
+            for group, s in enumerate(self._slots):
                 lo, hi = s.start, s.start + s.param.shape[0]
                 for start, stop in sorted(r for r in ranges if lo <= r[0] < hi):
                     if stop > hi:
                         raise ValueError(f"range [{start}, {stop}) spans two parameter groups")
-                    inside[start, stop] = s.part(start, stop)
+                    inside[start, stop] = (s.part(start, stop), group)
                     if start > lo:
                         rest.append(s.part(lo, start))
                     lo = stop
@@ -201,11 +201,17 @@ class Optimizer(ABC):
             split = self._split[ranges] = ([inside[r] for r in ranges], rest)
         return split
 
-    def _fused_updates(self, ranges):
-        """For a model's backward pass: per flat range [start, stop) in `ranges` (a tuple), this
-        step's update of it as fastnn._core.dense.dense_backward's `adam` argument without the
-        weights, (m, v, v_max, scalars) with the state flat; or None where this optimizer cannot
-        update ranges apart from the rest. The model then calls _step(ranges)."""
+    def _fused_state(self, ranges):
+        """For a model's backward pass, which updates the flat ranges [start, stop) in `ranges`
+        (a tuple) as their gradients are computed: per range, (m, v, v_max or None, group), its
+        flat Adam state and the index of its scalars in _fused_scalars(); None where this
+        optimizer cannot update ranges apart from the rest. The model then calls _step(ranges)."""
+        return None
+
+    def _fused_scalars(self):
+        """This step's scalars of the updates of _fused_state, per group (fastnn._core.dense:
+        dense_backward's and DenseStack's Adam scalars); None when this step cannot update
+        ranges apart from the rest (the model then calls _step())."""
         return None
 
     @abstractmethod
@@ -319,20 +325,25 @@ class Adam(Optimizer):
                      s.state.get("max_exp_avg_sq"), lr, self.betas[0], self.betas[1], self.eps,
                      wd, self._decoupled, self.t, grad_scale, clip, n_threads)
 
-    def _fused_updates(self, ranges):
+    def _fused_state(self, ranges):
+        if self._bound != "model":
+            return None
+        return [(s.state["exp_avg"], s.state["exp_avg_sq"], s.state.get("max_exp_avg_sq"), group)
+                for s, group in self._split_slots(ranges)[0]]
+
+    def _fused_scalars(self):
         # clip_norm scales every gradient by their global norm, known only after the backward pass
         if self._bound != "model" or self.clip_norm is not None:
             return None
         lr, t = self.current_lr(), self.t + 1
         clip = math.inf if self.clip_value is None else self.clip_value
         b1, b2 = self.betas
-        updates = []
-        for s in self._split_slots(ranges)[0]:
+        scalars = []
+        for s in self._slots:
             step_size, inv_bc2_sqrt, shrink, wd = _k.adam_scalars(lr * s.lr_scale, b1, b2, self._decay_of(s),
                                                                   self._decoupled, t)
-            updates.append((s.state["exp_avg"], s.state["exp_avg_sq"], s.state.get("max_exp_avg_sq"),
-                            (b1, b2, self.eps, step_size, inv_bc2_sqrt, shrink, 1.0, clip, wd)))
-        return updates
+            scalars.append((b1, b2, self.eps, step_size, inv_bc2_sqrt, shrink, 1.0, clip, wd))
+        return scalars
 
 
 class AdamW(Adam):
