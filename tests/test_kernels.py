@@ -566,3 +566,161 @@ def test_dense_backward_adam_bad_arguments():
     with pytest.raises(TypeError, match="float32 only"):
         dense.dense_backward(x64, W64, None, y.astype(np.float64), dy.astype(np.float64), np.empty_like(W64),
                              None, None, kind("relu"), 0.0, 1, (W64, m, v, None, scalars))
+
+
+STACK_WIDTHS, STACK_ACTS = [13, 29, 18, 40, 5], ["relu", "swish", "tanh", "identity"]   # swish keeps z
+
+
+def _stack_case(rng, n, dtype, first, frozen, widths=STACK_WIDTHS, acts=STACK_ACTS):
+    """Per layer (x's width k, out width m): W, b, activation kind and parameter, whether z is
+    kept, whether the layer is trainable (from `first` on, but `frozen`)."""
+    layers = []
+    for i, (k, m, name) in enumerate(zip(widths[:-1], widths[1:], acts)):
+        W = (rng.standard_normal((k, m)) / np.sqrt(k)).astype(dtype)
+        b = rng.standard_normal(m).astype(dtype)
+        a = PARAM.get(name, 0.0)
+        layers.append((W, b, kind(name), a, act.input_needed(kind(name), a), i >= first and i not in frozen))
+    x = rng.standard_normal((n, widths[0])).astype(dtype)
+    x[::3] = 0                                # all-zero rows: steps the fused product skips
+    return readonly(x), layers, rng.standard_normal((n, widths[-1])).astype(dtype)
+
+
+def _stack_entries(layers, n, first, states=None):
+    """DenseStack entries with fresh output and gradient buffers (NaN, so that anything not
+    written shows); states: per layer (W's, b's) Adam state or None."""
+    entries = []
+    for i, (W, b, k_, a, keep_z, trainable) in enumerate(layers):
+        full = lambda *shape: np.full(shape, np.nan, W.dtype)  # noqa: E731
+        k, m = W.shape
+        w_state, b_state = states[i] if states else (None, None)
+        entries.append((W, b, full(n, m) if keep_z else None, full(n, m), full(k, m) if trainable else None,
+                        full(m) if trainable else None, full(n, k) if i > first else None, k_, a, w_state, b_state))
+    return entries
+
+
+@pytest.mark.parametrize("first,frozen", [(0, ()), (1, ()), (0, (2,)), (4, ())],
+                         ids=["all", "first-frozen", "middle-frozen", "none-trainable"])
+def test_dense_stack_equals_its_layers_kernels(first, frozen, dtype, n_threads):
+    """A DenseStack's passes give each layer's dense_forward and dense_backward results bit for
+    bit: outputs, kept pre-activations, parameter gradients (none for frozen layers) and input
+    gradients (none before `first`), and the first layer's proof that x is finite."""
+    rng = np.random.default_rng(11)
+    n = 37
+    x, layers, dy = _stack_case(rng, n, dtype, first, frozen)
+    stack_entries, own = _stack_entries(layers, n, first), _stack_entries(layers, n, first)
+    inp, proofs = x, []
+    for (W, b, z, y, *_), (_, _, k_, a, _, _) in zip(own, layers):
+        proofs.append(dense.dense_forward(inp, W, b, z, y, k_, a, n_threads, True))
+        inp = y
+    grad = own_dy = dy.copy()
+    for i in range(len(layers) - 1, first - 1, -1):
+        W, b, z, y, dW, db, dx, k_, a, _, _ = own[i]
+        dense.dense_backward(x if i == 0 else own[i - 1][3], W, z, y, grad, dW, db, dx, k_, a, n_threads)
+        grad = dx
+
+    stack = dense.DenseStack(stack_entries, n, first)
+    assert stack.forward(x, n_threads, True) == proofs[0]
+    assert stack.output is stack_entries[-1][3]
+    stack_grad = dy.copy()
+    stack.backward(stack_grad, n_threads)
+    for mine, theirs in zip(stack_entries, own):
+        for a, b in zip(mine[2:7], theirs[2:7]):
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(stack_grad, own_dy)     # dL/dz of the last layer (dy itself: no pass)
+
+
+@pytest.mark.parametrize("n,widths,acts", [(41, STACK_WIDTHS, STACK_ACTS), (256, [200, 600, 10], ["relu", "identity"])],
+                         ids=["small", "split-over-threads"])
+def test_dense_stack_updates_parameters_as_the_optimizer_step(n, widths, acts, n_threads):
+    """With Adam state for its parameters, a DenseStack's backward pass leaves weights, biases and
+    state as the gradients followed by adam_step (each group's scalars) would, bit for bit;
+    without scalars it only computes the gradients. (The larger case splits each product, and
+    the bias gradient with its update, over 2 threads.)"""
+    from fastnn._core import optim
+    rng = np.random.default_rng(12)
+    first = 0
+    x, layers, dy = _stack_case(rng, n, np.float32, first, (), widths, acts)
+
+    def state(size):
+        return [rng.standard_normal(size).astype(np.float32) * 0.1,
+                np.abs(rng.standard_normal(size)).astype(np.float32) * 0.01, None]
+
+    states = [(state(W.size) + [i % 2], state(b.size) + [1]) for i, (W, b, *_) in enumerate(layers)]
+    hyper = [(3e-3, 0.0, False), (1e-3, 0.02, True)]                     # per group: lr, weight decay, AdamW
+    scalars = [(0.9, 0.999, 1e-8, *optim.adam_scalars(lr, 0.9, 0.999, wd, dec, 5)[:3], 1.0, np.inf,
+                optim.adam_scalars(lr, 0.9, 0.999, wd, dec, 5)[3]) for lr, wd, dec in hyper]
+
+    def copies():
+        return ([(W.copy(), b.copy(), *rest) for W, b, *rest in layers],
+                [tuple([a.copy() for a in s[:2]] + [None, s[3]]) for pair in states for s in pair])
+
+    fused_layers, fused_states = copies()
+    entries = _stack_entries(fused_layers, n, first, list(zip(fused_states[::2], fused_states[1::2])))
+    stack = dense.DenseStack(entries, n, first)
+    stack.forward(x, n_threads)
+    stack.backward(dy.copy(), n_threads, scalars)
+
+    plain_layers, plain_states = copies()
+    plain = _stack_entries(plain_layers, n, first)
+    stack = dense.DenseStack(plain, n, first)
+    stack.forward(x, n_threads)
+    stack.backward(dy.copy(), n_threads)          # no scalars: gradients only, parameters unchanged
+    for (W, b, *_), (W0, b0, *_) in zip(plain_layers, layers):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b, b0)
+    for i, (W, b, *_) in enumerate(plain_layers):
+        for p, g, (m, v, _, group) in [(W, plain[i][4], plain_states[2 * i]), (b, plain[i][5], plain_states[2 * i + 1])]:
+            lr, wd, dec = hyper[group]
+            optim.adam_step(p.reshape(-1), g.reshape(-1), m, v, None, lr, 0.9, 0.999, 1e-8, wd, dec, 5, 1.0,
+                            np.inf, n_threads)
+    for (W, b, *_), (W2, b2, *_) in zip(fused_layers, plain_layers):
+        np.testing.assert_array_equal(W, W2)
+        np.testing.assert_array_equal(b, b2)
+    for s, s2 in zip(fused_states, plain_states):
+        np.testing.assert_array_equal(s[0], s2[0])
+        np.testing.assert_array_equal(s[1], s2[1])
+    assert not np.array_equal(fused_layers[0][0], layers[0][0])
+
+
+def test_dense_stack_bad_arguments():
+    rng = np.random.default_rng(13)
+    n = 6
+    x, layers, dy = _stack_case(rng, n, np.float32, 0, ())
+    entries = _stack_entries(layers, n, 0)
+    with pytest.raises(ValueError, match="layer 1 takes 18 inputs but layer 0 gives 29"):
+        dense.DenseStack([entries[0], entries[2]], n, 0)
+    with pytest.raises(ValueError, match="layer 1's y must be a writeable C-contiguous float32 array"):
+        dense.DenseStack(entries[:1] + [entries[1][:3] + (np.empty((n, 18)),) + entries[1][4:]] + entries[2:], n, 0)
+    with pytest.raises(ValueError, match="layer 0's w must be"):
+        dense.DenseStack([(readonly(entries[0][0].copy()),) + entries[0][1:]] + entries[1:], n, 0)
+    with pytest.raises(ValueError, match="needs dw and db together, and dx"):
+        dense.DenseStack(entries[:2] + [entries[2][:6] + (None,) + entries[2][7:]] + entries[3:], n, 0)
+    state = (np.zeros(13 * 18, np.float32), np.zeros(13 * 18, np.float32), None, 0)
+    with pytest.raises(ValueError, match="layer 0's w's state arrays must be flat, of 377 entries"):
+        dense.DenseStack([entries[0][:9] + (state, None)] + entries[1:], n, 0)
+    x64, layers64, _ = _stack_case(rng, n, np.float64, 0, ())
+    e64 = _stack_entries(layers64, n, 0)
+    with pytest.raises(ValueError, match="float32 only"):
+        dense.DenseStack([e64[0][:9] + (None, (np.zeros(29), np.zeros(29), None, 0))] + e64[1:], n, 0)
+    frozen = _stack_entries(_stack_case(rng, n, np.float32, 1, ())[1], n, 1)
+    with pytest.raises(ValueError, match="frozen"):
+        dense.DenseStack([frozen[0][:9] + (None, (np.zeros(29, np.float32),) * 2 + (None, 0))] + frozen[1:], n, 1)
+    with pytest.raises(ValueError, match="0 <= first"):
+        dense.DenseStack(entries, n, 5)
+    stack = dense.DenseStack(entries, n, 0)
+    with pytest.raises(ValueError, match="forward pass first"):
+        stack.backward(dy, 1)
+    with pytest.raises(ValueError, match=r"x must have shape \(6, 13\)"):
+        stack.forward(x[:5], 1)
+    with pytest.raises(ValueError):
+        stack.forward(x.astype(np.float64), 1)
+    stack.forward(x, 1)
+    with pytest.raises(ValueError, match=r"dy must have shape \(6, 5\)"):
+        stack.backward(dy[:, :4].copy(), 1)
+    with_state = dense.DenseStack([entries[0][:9] + (None, (np.zeros(29, np.float32),) * 2 + (None, 1))]
+                                  + entries[1:], n, 0)
+    with_state.forward(x, 1)
+    with pytest.raises(ValueError, match="one tuple per group"):
+        with_state.backward(dy, 1, [(0.9, 0.999, 1e-8, 1e-3, 1.0, 1.0, 1.0, np.inf, 0.0)])

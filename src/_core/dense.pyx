@@ -327,6 +327,7 @@ cdef class DenseStack:
     cdef list arrays         # what the pointers point into
     cdef const float[:, ::1] x32   # the input of the last forward pass
     cdef const double[:, ::1] x64
+    cdef bint ready                # a forward pass has run (x32 or x64 set)
     cdef readonly object output    # the last layer's y
 
     def __cinit__(self, list layers, int n, int first):
@@ -378,19 +379,25 @@ cdef class DenseStack:
         """Every layer's forward pass from x (n rows, this stack's dtype); the output is in
         self.output. Returns as dense_forward does for the first layer: True when check_x
         asked and its product proved x finite."""
+        cdef const float[:, ::1] x32
+        cdef const double[:, ::1] x64
         cdef bint proven
+        self.ready = False
         if self.single:
-            self.x32 = x
-            if self.x32.shape[0] != self.n or self.x32.shape[1] != self.layers[0].k:
+            x32 = x
+            if x32.shape[0] != self.n or x32.shape[1] != self.layers[0].k:
                 raise ValueError(f"x must have shape ({self.n}, {self.layers[0].k})")
+            self.x32 = x32
             with nogil:
-                proven = _stack_forward(&self.x32[0, 0], self.layers, self.depth, self.n, n_threads, check_x)
+                proven = _stack_forward(&x32[0, 0], self.layers, self.depth, self.n, n_threads, check_x)
         else:
-            self.x64 = x
-            if self.x64.shape[0] != self.n or self.x64.shape[1] != self.layers[0].k:
+            x64 = x
+            if x64.shape[0] != self.n or x64.shape[1] != self.layers[0].k:
                 raise ValueError(f"x must have shape ({self.n}, {self.layers[0].k})")
+            self.x64 = x64
             with nogil:
-                proven = _stack_forward(&self.x64[0, 0], self.layers, self.depth, self.n, n_threads, check_x)
+                proven = _stack_forward(&x64[0, 0], self.layers, self.depth, self.n, n_threads, check_x)
+        self.ready = True
         return proven
 
     def backward(self, dy, int n_threads, scalars=None):
@@ -402,7 +409,7 @@ cdef class DenseStack:
         cdef double[:, ::1] dy64
         cdef stack_layer* L
         cdef int i, last = self.depth - 1
-        if (self.x32 is None) if self.single else (self.x64 is None):
+        if not self.ready:
             raise ValueError("backward needs a forward pass first")
         if scalars is not None:
             if len(scalars) < self.groups:
