@@ -1,8 +1,9 @@
 """Where a training step's time goes: validation, forward, loss, backward, optimizer, timed
 inside real consecutive steps (so caches are as cold as in training), next to the bare
-GEMMs of each layer (fastnn's GEMM, split over the threads as the layers split it). Where
-Adam's update of a weight matrix is fused into its gradient's product (float32 weights of
-65,536 or more), that update is timed in "backward", and "optimizer" times the rest.
+GEMMs of each layer (fastnn's GEMM, split over the threads as the layers split it). The
+network's Dense layers run as train_step runs them, as one DenseStack, whose backward pass
+applies Adam's update (float32): that update is timed in "backward", "optimizer" times
+what is left of the step (the step counter; updates of any parameters not updated there).
 
     python bench/profile_step.py --sizes 784,512,512,10 --batch 256 --threads 2
 """
@@ -46,13 +47,14 @@ def main(argv=None):
             targets, _ = model._check_targets(y, args.batch)
             t = tick("validate", t)
             with blas_single_threaded:
-                ctx, fused = model._fused_context(args.batch)   # as train_step: Adam fused into dW
-                out = model._forward(Xc, ctx, unchecked)
+                ctx, fused = model._fused_context(args.batch)   # as train_step: updates in the backward pass
+                stack = model._dense_stack(args.batch)          # as train_step: a network of Dense layers
+                stack.forward(Xc, args.threads, unchecked is not None)
                 t = tick("forward", t)
                 grad, row_loss = model._loss_buffers(args.batch)
-                model.loss(out, targets, grad, row_loss, None, args.threads)
+                model.loss(stack.output, targets, grad, row_loss, None, args.threads)
                 t = tick("loss", t)
-                model._backward(grad, ctx)
+                stack.backward(grad, args.threads, ctx.scalars)
                 t = tick("backward", t)
                 model._apply_step(fused)
                 t = tick("optimizer", t)

@@ -12,10 +12,8 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport fabs
 from libc.stdlib cimport malloc, free
-from ._math cimport exp_shifted, flog, fabs_, sigmoid, log1p_exp, VMATH, bce_row
+from ._math cimport fabs_, sigmoid, log1p_exp, VMATH, bce_row
 from ._openmp cimport n_blocks, block_start, flush_denormals, restore_denormals
-
-ctypedef long long int64
 
 cdef enum:
     BCE = 0
@@ -26,10 +24,8 @@ cdef enum:
 
 ELEMENTWISE = {"binary_cross_entropy": BCE, "mse": MSE, "mae": MAE, "huber": HUBER, "hinge": HINGE}
 
-cdef Py_ssize_t MIN_ELEMENTS = 8192
-
-
 cdef double _normalizer(const floating[::1] sample_weight, Py_ssize_t n):
+    """sum_i w_i, or n without weights."""
     cdef Py_ssize_t i
     cdef double total = 0
     if sample_weight is None:
@@ -37,43 +33,6 @@ cdef double _normalizer(const floating[::1] sample_weight, Py_ssize_t n):
     for i in range(n):
         total += sample_weight[i]
     return total
-
-
-cdef double _ordered_sum(const double[::1] row_loss) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef double total = 0
-    for i in range(row_loss.shape[0]):
-        total += row_loss[i]
-    return total
-
-
-cdef inline double _softmax_ce_row(const floating* z, Py_ssize_t k, int64 label,
-                                   const floating* q, double smoothing, floating scale,
-                                   floating* g) noexcept nogil:
-    """Loss of one row; g = scale * (softmax(z) * sum(q') - q'), q' the smoothed target.
-
-    With a label, q' = a/k + (1 - a) [j = label] sums to 1 and the loss is
-    lse - (a/k) sum_j z_j - (1 - a) z_label: no per-class target in the loops."""
-    cdef Py_ssize_t j
-    cdef floating m, lse, qj, inv_s, qsum = 0
-    cdef floating off = <floating>(smoothing / k), on = <floating>(1 - smoothing)
-    cdef double loss = 0, zsum = 0
-    cdef floating s = exp_shifted(z, g, k, &m)
-    lse = m + flog(s)
-    inv_s = 1 / s
-    if label >= 0:
-        for j in range(k):
-            zsum += z[j]
-            g[j] = scale * (g[j] * inv_s - off)
-        g[label] = g[label] - scale * on
-        return lse - off * zsum - on * z[label]
-    for j in range(k):
-        qj = off + on * q[j]
-        qsum = qsum + qj
-        loss += qj * (lse - z[j])
-    for j in range(k):
-        g[j] = scale * (g[j] * inv_s * qsum - (off + on * q[j]))
-    return loss
 
 
 def softmax_cross_entropy(const floating[:, ::1] z, const int64[::1] labels,
@@ -85,26 +44,15 @@ def softmax_cross_entropy(const floating[:, ::1] z, const int64[::1] labels,
     Exactly one of labels (n,) and targets (n, k) is given. label_smoothing=a mixes
     the target with the uniform distribution: q' = (1 - a) q + a / k (PyTorch's rule).
     """
-    cdef Py_ssize_t i, n = z.shape[0], k = z.shape[1]
-    cdef bint use_labels = labels is not None
-    cdef bint weighted = sample_weight is not None
-    cdef double total_weight = _normalizer(sample_weight, n), loss_i
-    cdef floating scale
-    cdef int nt = n_blocks(n * k, n_threads, MIN_ELEMENTS)
-    cdef unsigned int csr
-    with nogil, parallel(num_threads=nt):
-        csr = flush_denormals()
-        for i in prange(n, schedule='static'):
-            scale = <floating>((sample_weight[i] if weighted else 1.0) / total_weight)
-            if use_labels:
-                loss_i = _softmax_ce_row(&z[i, 0], k, labels[i], NULL, label_smoothing,
-                                         scale, &grad[i, 0])
-            else:
-                loss_i = _softmax_ce_row(&z[i, 0], k, -1, &targets[i, 0], label_smoothing,
-                                         scale, &grad[i, 0])
-            row_loss[i] = (sample_weight[i] if weighted else 1.0) * loss_i
-        restore_denormals(csr)
-    return _ordered_sum(row_loss) / total_weight
+    cdef double total_weight = _normalizer(sample_weight, z.shape[0])
+    cdef const int64* labels_ptr = &labels[0] if labels is not None else NULL
+    cdef const floating* targets_ptr = &targets[0, 0] if targets is not None else NULL
+    cdef const floating* weights_ptr = &sample_weight[0] if sample_weight is not None else NULL
+    cdef double loss
+    with nogil:
+        loss = softmax_ce(&z[0, 0], z.shape[0], z.shape[1], labels_ptr, targets_ptr, weights_ptr, total_weight,
+                          label_smoothing, &grad[0, 0], &row_loss[0], n_threads)
+    return loss
 
 
 cdef inline double _elementwise(int kind, floating z, floating t, floating delta,
@@ -161,7 +109,7 @@ def elementwise_loss(const floating[:, ::1] z, const floating[:, ::1] t, floatin
                     grad[i, j] = scale * gij
             row_loss[i] = (sample_weight[i] if weighted else 1.0) * acc
         restore_denormals(csr)
-    return _ordered_sum(row_loss) / total_weight
+    return ordered_sum(&row_loss[0], row_loss.shape[0]) / total_weight
 
 
 def multiclass_hinge(const floating[:, ::1] z, const int64[::1] labels, floating[:, ::1] grad,
@@ -190,7 +138,7 @@ def multiclass_hinge(const floating[:, ::1] z, const int64[::1] labels, floating
                 grad[i, j] = 0
         grad[i, y] = -scale * violations
         row_loss[i] = (sample_weight[i] if weighted else 1.0) * acc / k
-    return _ordered_sum(row_loss) / total_weight
+    return ordered_sum(&row_loss[0], row_loss.shape[0]) / total_weight
 
 
 cdef Py_ssize_t CHUNK = 8192
