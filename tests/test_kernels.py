@@ -726,3 +726,73 @@ def test_dense_stack_bad_arguments():
     with_state.forward(x, 1)
     with pytest.raises(ValueError, match="one tuple per group"):
         with_state.backward(dy, 1, [(0.9, 0.999, 1e-8, 1e-3, 1.0, 1.0, 1.0, np.inf, 0.0)])
+
+
+@pytest.mark.parametrize("weighted,smoothing", [(False, 0.0), (True, 0.1)])
+def test_dense_stack_softmax_ce_backward_equals_the_loss_then_backward(weighted, smoothing, dtype, n_threads):
+    """softmax_ce_backward gives losses.softmax_cross_entropy's loss and then backward's results
+    from its gradient, bit for bit (with Adam updates in float32); with a non-finite loss and
+    updates asked, it changes no parameter."""
+    from fastnn._core import optim
+    rng = np.random.default_rng(14)
+    n = 256 if n_threads == 2 else 45
+    x, layers, _ = _stack_case(rng, n, dtype, 0, ())
+    labels = rng.integers(0, STACK_WIDTHS[-1], n)
+    weights = rng.random(n).astype(dtype) if weighted else None
+    fused = dtype == np.float32
+
+    def run(combined, poison=False):
+        copies = [(W.copy(), b.copy(), *rest) for W, b, *rest in layers]
+        if poison:
+            copies[-1][1][0] = np.inf     # the first logit infinite: the loss is NaN
+        states = [((np.full(W.size, 0.01, np.float32), np.full(W.size, 1e-4, np.float32), None, 0),
+                   (np.full(b.size, 0.01, np.float32), np.full(b.size, 1e-4, np.float32), None, 0))
+                  for W, b, *_ in copies] if fused else None
+        entries = _stack_entries(copies, n, 0, states)
+        stack = dense.DenseStack(entries, n, 0)
+        scalars = [(0.9, 0.999, 1e-8, *optim.adam_scalars(1e-3, 0.9, 0.999, 0.0, False, 3)[:3], 1.0, np.inf, 0.0)]
+        stack.forward(x, n_threads)
+        if combined:
+            loss = stack.softmax_ce_backward(labels, weights, smoothing, n_threads, scalars if fused else None)
+        else:
+            grad, row_loss = np.empty_like(stack.output), np.empty(n)
+            loss = losses.softmax_cross_entropy(stack.output, labels, None, grad, row_loss, weights, smoothing,
+                                                n_threads)
+            stack.backward(grad, n_threads, scalars if fused else None)
+        return loss, entries, states
+
+    (loss, entries, states), (loss2, entries2, states2) = run(True), run(False)
+    assert loss == loss2 and np.isfinite(loss)
+    for mine, theirs in zip(entries, entries2):
+        for a, b in zip(mine[:7], theirs[:7]):
+            if a is not None:
+                np.testing.assert_array_equal(a, b)
+    for mine, theirs in zip(states or (), states2 or ()):
+        for a, b in zip(mine, theirs):
+            np.testing.assert_array_equal(a[0], b[0])
+            np.testing.assert_array_equal(a[1], b[1])
+    if fused:    # a non-finite loss: the parameters stay as they were
+        loss, entries, _ = run(True, poison=True)
+        assert not np.isfinite(loss)
+        for (W, b, *_), (W0, b0, *_) in zip(entries, layers):
+            np.testing.assert_array_equal(W, W0)
+            np.testing.assert_array_equal(b[1:], b0[1:])
+
+
+def test_dense_stack_softmax_ce_backward_bad_arguments():
+    rng = np.random.default_rng(15)
+    n = 6
+    x, layers, _ = _stack_case(rng, n, np.float32, 0, ())
+    stack = dense.DenseStack(_stack_entries(layers, n, 0), n, 0)
+    labels = np.zeros(n, np.int64)
+    with pytest.raises(ValueError, match="forward pass first"):
+        stack.softmax_ce_backward(labels, None, 0.0, 1)
+    stack.forward(x, 1)
+    with pytest.raises(ValueError, match="labels must have 6 entries"):
+        stack.softmax_ce_backward(labels[:5], None, 0.0, 1)
+    with pytest.raises(ValueError, match="sample_weight must have 6 entries"):
+        stack.softmax_ce_backward(labels, np.ones(5, np.float32), 0.0, 1)
+    with pytest.raises(ValueError):
+        stack.softmax_ce_backward(labels.astype(np.int32), None, 0.0, 1)
+    with pytest.raises(ValueError):
+        stack.softmax_ce_backward(labels, np.ones(n), 0.0, 1)          # float64 weights, float32 stack

@@ -683,3 +683,37 @@ def test_fused_step_with_a_non_finite_loss_changes_nothing(monkeypatch):
     assert model.optimizer.t == state["t"]
     for name, value in model.optimizer.state_dict()["buffers"][0].items():
         np.testing.assert_array_equal(value, state["buffers"][0][name])
+
+
+@pytest.mark.parametrize("case", ["labels-weights-smoothing", "probabilities", "mse", "sgd-frozen-l2"])
+def test_dense_stack_trains_as_the_layers_do(case, dtype, n_threads):
+    """A network of Dense layers runs each pass as one DenseStack call (with softmax
+    cross-entropy on labels, the loss inside the backward call): the same weights, optimizer
+    state and losses as the layers' own passes, bit for bit, with sample weights, label
+    smoothing, probability targets, another loss, a frozen layer and a penalty."""
+    X, y = blobs(150)
+    rng = np.random.default_rng(1)
+    loss = {"labels-weights-smoothing": fnn.losses.SoftmaxCrossEntropy(label_smoothing=0.1),
+            "mse": "mse"}.get(case, "softmax_cross_entropy")
+    targets = {"probabilities": rng.dirichlet(np.ones(3), 150), "mse": rng.standard_normal((150, 3))}.get(case, y)
+    weights = rng.random(150) + 0.1 if case == "labels-weights-smoothing" else None
+    models, histories = [], []
+    for stack in (True, False):
+        optimizer = fnn.optim.SGD(lr=0.05, momentum=0.9) if case == "sgd-frozen-l2" else fnn.optim.Adam(lr=1e-2)
+        model = fnn.Sequential([fnn.Dense(8, 33, activation="relu", l2=1e-3 if case == "sgd-frozen-l2" else 0.0),
+                                fnn.Dense(33, 17, activation="elu"), fnn.Dense(17, 3)],
+                               loss=loss, optimizer=optimizer, dtype=dtype, seed=3)
+        if case == "sgd-frozen-l2":
+            model.layers[1].trainable = False
+        model._all_dense = stack
+        with fnn.threads(n_threads):
+            histories.append(model.fit(X, targets, epochs=3, batch_size=32, verbose=0, sample_weight=weights)
+                             .history["loss"])
+            histories[-1].append(model.train_step(X[:40], targets[:40]))
+        assert (model._dense_stack(32) is not None) == stack
+        models.append(model)
+    assert histories[0] == histories[1]
+    np.testing.assert_array_equal(models[0].parameters, models[1].parameters)
+    for a, b in zip(models[0].optimizer.state_dict()["buffers"], models[1].optimizer.state_dict()["buffers"]):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])

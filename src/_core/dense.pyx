@@ -26,6 +26,8 @@ from ._blas cimport MIN_SPLIT, split_rows, split_bounds, gemm_block, gemm_thread
 from ._openmp cimport (n_blocks, column_start, flush_denormals, restore_denormals, barrier,
                       ROW_CHUNK, chunk_count, chunk_end, sum_chunks)
 from .activations cimport bias_act_n, act_backward_n, RELU, IDENTITY
+from .losses cimport int64, softmax_ce, weight_total
+from libc.math cimport isfinite
 
 
 cdef extern from "gemm_adam.h":
@@ -333,6 +335,8 @@ cdef class DenseStack:
     cdef int depth, n, first, groups
     cdef bint single
     cdef void* colsums       # dense_backward's workspace for db, sized for the widest layer
+    cdef void* loss_grad     # softmax_ce_backward's dL/d(output) and per-row losses
+    cdef double* row_loss
     cdef list arrays         # what the pointers point into
     cdef const float[:, ::1] x32   # the input of the last forward pass
     cdef const double[:, ::1] x64
@@ -376,13 +380,18 @@ cdef class DenseStack:
             widest = max(widest, L.m)
             self.arrays.append((w, b, z, y, dw, db, dx, w_state, b_state))
         self.output = layers[self.depth - 1][3]
-        self.colsums = malloc(chunk_count(n) * widest * (sizeof(float) if self.single else sizeof(double)))
-        if self.colsums == NULL:
+        cdef size_t item = sizeof(float) if self.single else sizeof(double)
+        self.colsums = malloc(chunk_count(n) * widest * item)
+        self.loss_grad = malloc(n * self.layers[self.depth - 1].m * item)
+        self.row_loss = <double*>malloc(n * sizeof(double))
+        if self.colsums == NULL or self.loss_grad == NULL or self.row_loss == NULL:
             raise MemoryError("no memory for a DenseStack")
 
     def __dealloc__(self):
         free(self.layers)
         free(self.colsums)
+        free(self.loss_grad)
+        free(self.row_loss)
 
     def forward(self, x, int n_threads, bint check_x=False):
         """Every layer's forward pass from x (n rows, this stack's dtype); the output is in
@@ -409,6 +418,24 @@ cdef class DenseStack:
         self.ready = True
         return proven
 
+    cdef int _set_scalars(self, scalars) except -1:
+        """Each updated parameter's Adam scalars from scalars[its group]; 1 with scalars, else 0."""
+        cdef stack_layer* L
+        cdef int i
+        if not self.ready:
+            raise ValueError("backward needs a forward pass first")
+        if scalars is None:
+            return 0
+        if len(scalars) < self.groups:
+            raise ValueError(f"scalars must hold one tuple per group ({self.groups})")
+        for i in range(self.depth):
+            L = &self.layers[i]
+            if L.w_group >= 0:
+                _adam_scalars(&L.w_adam, scalars[L.w_group])
+            if L.b_group >= 0:
+                _adam_scalars(&L.b_adam, scalars[L.b_group])
+        return 1
+
     def backward(self, dy, int n_threads, scalars=None):
         """The backward pass of every layer from `first` on, from dy = dL/d(output) (overwritten),
         after forward. With scalars (per group, Adam's (b1, b2, eps, step_size, inv_bc2_sqrt,
@@ -416,26 +443,15 @@ cdef class DenseStack:
         state are updated from their gradients instead of leaving them in dw and db."""
         cdef float[:, ::1] dy32
         cdef double[:, ::1] dy64
-        cdef stack_layer* L
-        cdef int i, last = self.depth - 1
-        if not self.ready:
-            raise ValueError("backward needs a forward pass first")
-        if scalars is not None:
-            if len(scalars) < self.groups:
-                raise ValueError(f"scalars must hold one tuple per group ({self.groups})")
-            for i in range(self.depth):
-                L = &self.layers[i]
-                if L.w_group >= 0:
-                    _adam_scalars(&L.w_adam, scalars[L.w_group])
-                if L.b_group >= 0:
-                    _adam_scalars(&L.b_adam, scalars[L.b_group])
+        cdef int last = self.depth - 1
+        cdef bint update = self._set_scalars(scalars)
         if self.single:
             dy32 = dy
             if dy32.shape[0] != self.n or dy32.shape[1] != self.layers[last].m:
                 raise ValueError(f"dy must have shape ({self.n}, {self.layers[last].m})")
             with nogil:
                 _stack_backward(&self.x32[0, 0], &dy32[0, 0], self.layers, self.first, self.depth, self.n,
-                                n_threads, <float*>self.colsums, scalars is not None)
+                                n_threads, <float*>self.colsums, update)
         else:
             dy64 = dy
             if dy64.shape[0] != self.n or dy64.shape[1] != self.layers[last].m:
@@ -443,3 +459,40 @@ cdef class DenseStack:
             with nogil:
                 _stack_backward(&self.x64[0, 0], &dy64[0, 0], self.layers, self.first, self.depth, self.n,
                                 n_threads, <double*>self.colsums, False)
+
+    def softmax_ce_backward(self, labels, sample_weight, double label_smoothing, int n_threads, scalars=None):
+        """After forward: the softmax cross-entropy of the output (logits) against labels (int64,
+        in [0, width of the output)), with sample weights (or None) and label smoothing, as
+        losses.softmax_cross_entropy computes it; then the backward pass from its gradient (as
+        backward), but with scalars only if the loss is finite (a diverged step changes nothing).
+        Returns the loss."""
+        cdef const int64[::1] lab = labels
+        cdef const float[::1] w32
+        cdef const double[::1] w64
+        cdef double loss, total
+        cdef int k = self.layers[self.depth - 1].m
+        cdef bint update = self._set_scalars(scalars)
+        if lab.shape[0] != self.n:
+            raise ValueError(f"labels must have {self.n} entries")
+        if sample_weight is not None and len(sample_weight) != self.n:
+            raise ValueError(f"sample_weight must have {self.n} entries")
+        if self.single:
+            w32 = sample_weight
+            with nogil:
+                total = weight_total(&w32[0] if w32 is not None else NULL, self.n)
+                loss = softmax_ce(<const float*>self.layers[self.depth - 1].y, self.n, k, &lab[0], NULL,
+                                  &w32[0] if w32 is not None else NULL, total, label_smoothing,
+                                  <float*>self.loss_grad, self.row_loss, n_threads)
+                if isfinite(loss) or not update:
+                    _stack_backward(&self.x32[0, 0], <float*>self.loss_grad, self.layers, self.first, self.depth,
+                                    self.n, n_threads, <float*>self.colsums, update)
+        else:
+            w64 = sample_weight
+            with nogil:
+                total = weight_total(&w64[0] if w64 is not None else NULL, self.n)
+                loss = softmax_ce(<const double*>self.layers[self.depth - 1].y, self.n, k, &lab[0], NULL,
+                                  &w64[0] if w64 is not None else NULL, total, label_smoothing,
+                                  <double*>self.loss_grad, self.row_loss, n_threads)
+                _stack_backward(&self.x64[0, 0], <double*>self.loss_grad, self.layers, self.first, self.depth,
+                                self.n, n_threads, <double*>self.colsums, False)
+        return loss

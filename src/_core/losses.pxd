@@ -11,6 +11,17 @@ cdef enum:
     MIN_ELEMENTS = 8192   # elements per thread
 
 
+cdef inline double weight_total(const floating* sample_weight, Py_ssize_t n) noexcept nogil:
+    """sum_i w_i in order (in double), or n without weights (NULL): the mean's denominator."""
+    cdef Py_ssize_t i
+    cdef double total = 0
+    if sample_weight == NULL:
+        return <double>n
+    for i in range(n):
+        total += sample_weight[i]
+    return total
+
+
 cdef inline double ordered_sum(const double* row_loss, Py_ssize_t n) noexcept nogil:
     """sum_i row_loss[i] in row order (the same for any thread count)."""
     cdef Py_ssize_t i

@@ -24,17 +24,6 @@ cdef enum:
 
 ELEMENTWISE = {"binary_cross_entropy": BCE, "mse": MSE, "mae": MAE, "huber": HUBER, "hinge": HINGE}
 
-cdef double _normalizer(const floating[::1] sample_weight, Py_ssize_t n):
-    """sum_i w_i, or n without weights."""
-    cdef Py_ssize_t i
-    cdef double total = 0
-    if sample_weight is None:
-        return <double>n
-    for i in range(n):
-        total += sample_weight[i]
-    return total
-
-
 def softmax_cross_entropy(const floating[:, ::1] z, const int64[::1] labels,
                           const floating[:, ::1] targets, floating[:, ::1] grad,
                           double[::1] row_loss, const floating[::1] sample_weight,
@@ -44,10 +33,10 @@ def softmax_cross_entropy(const floating[:, ::1] z, const int64[::1] labels,
     Exactly one of labels (n,) and targets (n, k) is given. label_smoothing=a mixes
     the target with the uniform distribution: q' = (1 - a) q + a / k (PyTorch's rule).
     """
-    cdef double total_weight = _normalizer(sample_weight, z.shape[0])
     cdef const int64* labels_ptr = &labels[0] if labels is not None else NULL
     cdef const floating* targets_ptr = &targets[0, 0] if targets is not None else NULL
     cdef const floating* weights_ptr = &sample_weight[0] if sample_weight is not None else NULL
+    cdef double total_weight = weight_total(weights_ptr, z.shape[0])
     cdef double loss
     with nogil:
         loss = softmax_ce(&z[0, 0], z.shape[0], z.shape[1], labels_ptr, targets_ptr, weights_ptr, total_weight,
@@ -90,7 +79,7 @@ def elementwise_loss(const floating[:, ::1] z, const floating[:, ::1] t, floatin
     over all n x k elements."""
     cdef Py_ssize_t i, j, n = z.shape[0], k = z.shape[1]
     cdef bint weighted = sample_weight is not None
-    cdef double total_weight = _normalizer(sample_weight, n) * k
+    cdef double total_weight = weight_total(&sample_weight[0] if weighted else NULL, n) * k
     cdef double acc
     cdef floating scale, gij
     cdef int nt = n_blocks(n * k, n_threads, MIN_ELEMENTS)
@@ -117,7 +106,7 @@ def multiclass_hinge(const floating[:, ::1] z, const int64[::1] labels, floating
     """torch.nn.MultiMarginLoss: L_i = sum_{c != y_i} max(0, 1 - z_{i,y_i} + z_{i,c}) / k."""
     cdef Py_ssize_t i, j, n = z.shape[0], k = z.shape[1]
     cdef bint weighted = sample_weight is not None
-    cdef double total_weight = _normalizer(sample_weight, n)
+    cdef double total_weight = weight_total(&sample_weight[0] if weighted else NULL, n)
     cdef double acc
     cdef floating scale, margin, zy, violations
     cdef int64 y

@@ -254,17 +254,24 @@ class Sequential:
             if unchecked is not None:
                 require_finite(x, unchecked, proven)
             out = stack.output
-        grad, row_loss = self._loss_buffers(x.shape[0])
-        loss = self.loss(out, targets, grad, row_loss, sample_weight, ctx.n_threads)
-        if ctx.scalars is not None and not math.isfinite(loss):
-            return loss, out   # stop before the backward pass's weight updates
-        if stack is None:
-            self._backward(grad, ctx)
+        if stack is not None and type(self.loss) is _losses.SoftmaxCrossEntropy and targets.ndim == 1:
+            # the loss between the stack's passes, in the same call as the backward pass
+            loss = stack.softmax_ce_backward(targets, sample_weight, self.loss.label_smoothing, ctx.n_threads,
+                                             ctx.scalars)
         else:
-            stack.backward(grad, ctx.n_threads, ctx.scalars)
-            if self._fused.penalized:
-                for layer in self.layers:
-                    layer.add_penalty(ctx)
+            grad, row_loss = self._loss_buffers(x.shape[0])
+            loss = self.loss(out, targets, grad, row_loss, sample_weight, ctx.n_threads)
+            if ctx.scalars is not None and not math.isfinite(loss):
+                pass   # no backward pass: it would update the weights
+            elif stack is None:
+                self._backward(grad, ctx)
+            else:
+                stack.backward(grad, ctx.n_threads, ctx.scalars)
+        if ctx.scalars is not None and not math.isfinite(loss):
+            return loss, out   # the backward pass stopped before its weight updates
+        if stack is not None and self._fused.penalized:
+            for layer in self.layers:
+                layer.add_penalty(ctx)
         return loss + ctx.penalty, out
 
     def _apply_step(self, fused=()):
