@@ -90,7 +90,7 @@ class Sequential:
         self._guards = {}        # batch size -> BLAS thread guard (see _blas_guard)
         self._fused = _Fusion()  # see _fusion
         self._updates_by_layer = {}   # layer -> its weights' update in this step: see _fused_context
-        self._stacks = {}        # (batch size, Layer.groups_version) -> DenseStack: see _dense_stack
+        self._stacks = {}        # (batch size, _fusion's key) -> DenseStack: see _dense_stack
         self._build()
 
     # -- construction ---------------------------------------------------------------------------
@@ -226,10 +226,10 @@ class Sequential:
         every layer is a Dense layer, else None: each pass one call instead of one per layer
         (the Python work between the layers' kernels was 6-7% of a 784-512-512-10 step at
         batch 32, its interpreter's data evicted from the caches by the weights' update).
-        Rebuilt when trainable flags change."""
+        It holds the optimizer state of the parameters _fusion() names (none before the
+        optimizer is bound), and is rebuilt when they change."""
         if not self._all_dense:
             return None
-        self._bind_optimizer()
         fusion = self._fusion()
         key = (n, fusion.key)
         stack = self._stacks.get(key)
@@ -261,14 +261,13 @@ class Sequential:
         else:
             grad, row_loss = self._loss_buffers(x.shape[0])
             loss = self.loss(out, targets, grad, row_loss, sample_weight, ctx.n_threads)
-            if ctx.scalars is not None and not math.isfinite(loss):
-                pass   # no backward pass: it would update the weights
-            elif stack is None:
-                self._backward(grad, ctx)
-            else:
-                stack.backward(grad, ctx.n_threads, ctx.scalars)
+            if ctx.scalars is None or math.isfinite(loss):   # a backward pass with updates needs a finite loss
+                if stack is None:
+                    self._backward(grad, ctx)
+                else:
+                    stack.backward(grad, ctx.n_threads, ctx.scalars)
         if ctx.scalars is not None and not math.isfinite(loss):
-            return loss, out   # the backward pass stopped before its weight updates
+            return loss, out   # nothing updated
         if stack is not None and self._fused.penalized:
             for layer in self.layers:
                 layer.add_penalty(ctx)
