@@ -236,6 +236,8 @@ class Sequential:
         if stack is None:
             if len(self._stacks) >= 4:
                 self._stacks.clear()
+            for stale in [k for k in self._stacks if k[1] != fusion.key]:   # made for other parameter groups
+                del self._stacks[stale]
             states = {layer: {} for layer in self.layers}
             for (layer, name), state in zip(fusion.owners, fusion.states or ()):
                 states[layer][name] = state
