@@ -32,6 +32,18 @@ def require_finite(X, name, proven=False):
 def check_matrix(X, name, dtype, n_features=None, allow_1d=False, finite=True):
     """X as a C-contiguous 2-D array of `dtype` (copied only if needed) with finite values,
     unless finite=False leaves that check to the caller."""
+    if (type(X) is np.ndarray and X.dtype == dtype and X.ndim == 2 and X.flags.c_contiguous and X.shape[0]
+            and (n_features is None or X.shape[1] == n_features)):
+        arr = X   # already what the kernels take (a training loop's batches): no conversion to look for
+    else:
+        arr = _as_matrix(X, name, dtype, n_features, allow_1d)
+    if finite:
+        require_finite(arr, name)
+    return arr
+
+
+def _as_matrix(X, name, dtype, n_features, allow_1d):
+    """X as a C-contiguous 2-D array of `dtype`, or the error that says why it cannot be."""
     if hasattr(X, "toarray") and hasattr(X, "nnz"):
         raise TypeError(f"{name} is a sparse matrix; fastnn needs dense input: pass {name}.toarray()")
     arr = np.asarray(X)
@@ -48,10 +60,7 @@ def check_matrix(X, name, dtype, n_features=None, allow_1d=False, finite=True):
         raise ValueError(f"{name} is empty (0 samples); pass at least one sample")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features but the model expects {n_features}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    if finite:
-        require_finite(arr, name)
-    return arr
+    return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def check_number(value, name, low=None, high=None, low_open=False, high_open=False, integer=False):
