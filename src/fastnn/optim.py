@@ -165,6 +165,10 @@ class Optimizer(ABC):
     def _step(self, fused=()):
         """One update of every slot (the model calls this after bind), but for the flat ranges
         in `fused`, whose updates the backward pass applied (_fused_state)."""
+        rest = self._split_slots(fused)[1] if fused else self._slots
+        if not rest:   # all applied already (a network of Dense layers under Adam): only count the step
+            self.t += 1
+            return
         n_threads = _threads.get_num_threads()
         grad_scale = 1.0
         if self.clip_norm is not None:
@@ -173,7 +177,7 @@ class Optimizer(ABC):
         clip = math.inf if self.clip_value is None else self.clip_value
         lr = self.current_lr()
         self.t += 1
-        for s in self._split_slots(fused)[1] if fused else self._slots:
+        for s in rest:
             self._update(s, lr * s.lr_scale, self._decay_of(s), grad_scale, clip, n_threads)
 
     def _decay_of(self, slot):
