@@ -183,6 +183,8 @@ cdef void _backward(const floating* x, const floating* w, const floating* z, con
         if dx != NULL:
             for blk in prange(nb_dx, schedule='static'):
                 gemm_block(False, True, n, k, m, dy, m, w, m, dx, k, dx_by_rows, blk, nb_dx)
+            if adam != NULL:
+                barrier()    # every block of dx has read w before any block of w is updated
         if dw != NULL:
             for blk in prange(nb_dw, schedule='static'):
                 if adam != NULL:
