@@ -4,8 +4,9 @@ Each step is one fused Cython pass over parameters, gradients and state (see
 fastnn._core.optim for the exact formulas). A model binds its optimizer to its flat
 parameter/gradient buffers, so a step is one kernel call per parameter group; the same
 optimizer also updates any list of arrays in place: `opt.step(params, grads)`. Adam and
-AdamW give a model's large float32 weight matrices their update inside the layers' backward
-pass instead, fused with the weight gradient's product (_fused_state, _fused_scalars; same results).
+AdamW let a float32 model's backward pass apply their update instead (_fused_state,
+_fused_scalars; same results): to every parameter of a network of Dense layers, else to the
+large Dense weight matrices, those fused with their gradient's product.
 
 Lecture vs torch conventions (both are implemented as torch does):
 - Momentum: the lecture writes v = mu v - lr g, w += v; torch writes b = mu b + g,
