@@ -185,7 +185,8 @@ class Dense(Layer):
         self._init = _init.get(init, std)
         self.init = init if isinstance(init, str) else getattr(init, "__name__", "custom")
         self.std = std
-        self.l1, self.l2 = l1, l2
+        self._l1 = check_number(l1, "l1", low=0)   # set directly: a new layer is in no model's groups yet
+        self._l2 = check_number(l2, "l2", low=0)
 
     def build(self, input_dim, dtype):
         if input_dim != self.in_features:
