@@ -721,6 +721,8 @@ def test_dense_stack_bad_arguments():
     stack.forward(x, 1)
     with pytest.raises(ValueError, match=r"dy must have shape \(6, 5\)"):
         stack.backward(dy[:, :4].copy(), 1)
+    with pytest.raises(ValueError, match="dy must be writeable"):
+        stack.backward(readonly(dy.copy()), 1)
     with_state = dense.DenseStack([entries[0][:9] + (None, (np.zeros(29, np.float32),) * 2 + (None, 1))]
                                   + entries[1:], n, 0)
     with_state.forward(x, 1)

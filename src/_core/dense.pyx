@@ -340,9 +340,9 @@ cdef class DenseStack:
     cdef void* loss_grad     # softmax_ce_backward's dL/d(output) and per-row losses
     cdef double* row_loss
     cdef list arrays         # what the pointers point into
-    cdef const float[:, ::1] x32   # the input of the last forward pass
-    cdef const double[:, ::1] x64
-    cdef bint ready                # a forward pass has run (x32 or x64 set)
+    cdef object x                  # the input of the last forward pass, and its data
+    cdef const void* x_data
+    cdef bint ready                # a forward pass has run (x set)
     cdef readonly object output    # the last layer's y
 
     def __cinit__(self, list layers, int n, int first):
@@ -395,28 +395,68 @@ cdef class DenseStack:
         free(self.loss_grad)
         free(self.row_loss)
 
+    cdef const void* _matrix(self, a, int cols, str what) except NULL:
+        """The data of `a`: n x cols, C-contiguous, of this stack's dtype."""
+        cdef const float[:, ::1] a32
+        cdef const double[:, ::1] a64
+        if self.single:
+            a32 = a
+            if a32.shape[0] == self.n and a32.shape[1] == cols:
+                return &a32[0, 0]
+        else:
+            a64 = a
+            if a64.shape[0] == self.n and a64.shape[1] == cols:
+                return &a64[0, 0]
+        raise ValueError(f"{what} must have shape ({self.n}, {cols})")
+
+    cdef const void* _vector(self, a, str what) except NULL:
+        """The data of `a`: n entries, contiguous, of this stack's dtype."""
+        cdef const float[::1] a32
+        cdef const double[::1] a64
+        if self.single:
+            a32 = a
+            if a32.shape[0] == self.n:
+                return &a32[0]
+        else:
+            a64 = a
+            if a64.shape[0] == self.n:
+                return &a64[0]
+        raise ValueError(f"{what} must have {self.n} entries")
+
+    cdef bint _forward_all(self, int n_threads, bint check_x) noexcept nogil:
+        if self.single:
+            return _stack_forward(<const float*>self.x_data, self.layers, self.depth, self.n, n_threads, check_x)
+        return _stack_forward(<const double*>self.x_data, self.layers, self.depth, self.n, n_threads, check_x)
+
+    cdef void _backward_all(self, void* dy, int n_threads, bint update) noexcept nogil:
+        if self.single:
+            _stack_backward(<const float*>self.x_data, <float*>dy, self.layers, self.first, self.depth, self.n,
+                            n_threads, <float*>self.colsums, update)
+        else:
+            _stack_backward(<const double*>self.x_data, <double*>dy, self.layers, self.first, self.depth, self.n,
+                            n_threads, <double*>self.colsums, update)
+
+    cdef double _softmax_ce(self, const int64* labels, const void* weights, double label_smoothing,
+                            int n_threads) noexcept nogil:
+        cdef stack_layer* L = &self.layers[self.depth - 1]
+        if self.single:
+            return softmax_ce(<const float*>L.y, self.n, L.m, labels, NULL, <const float*>weights,
+                              weight_total(<const float*>weights, self.n), label_smoothing,
+                              <float*>self.loss_grad, self.row_loss, n_threads)
+        return softmax_ce(<const double*>L.y, self.n, L.m, labels, NULL, <const double*>weights,
+                          weight_total(<const double*>weights, self.n), label_smoothing,
+                          <double*>self.loss_grad, self.row_loss, n_threads)
+
     def forward(self, x, int n_threads, bint check_x=False):
         """Every layer's forward pass from x (n rows, this stack's dtype); the output is in
         self.output. Returns as dense_forward does for the first layer: True when check_x
         asked and its product proved x finite."""
-        cdef const float[:, ::1] x32
-        cdef const double[:, ::1] x64
         cdef bint proven
         self.ready = False
-        if self.single:
-            x32 = x
-            if x32.shape[0] != self.n or x32.shape[1] != self.layers[0].k:
-                raise ValueError(f"x must have shape ({self.n}, {self.layers[0].k})")
-            self.x32 = x32
-            with nogil:
-                proven = _stack_forward(&x32[0, 0], self.layers, self.depth, self.n, n_threads, check_x)
-        else:
-            x64 = x
-            if x64.shape[0] != self.n or x64.shape[1] != self.layers[0].k:
-                raise ValueError(f"x must have shape ({self.n}, {self.layers[0].k})")
-            self.x64 = x64
-            with nogil:
-                proven = _stack_forward(&x64[0, 0], self.layers, self.depth, self.n, n_threads, check_x)
+        self.x_data = self._matrix(x, self.layers[0].k, "x")
+        self.x = x
+        with nogil:
+            proven = self._forward_all(n_threads, check_x)
         self.ready = True
         return proven
 
@@ -443,24 +483,12 @@ cdef class DenseStack:
         after forward. With scalars (per group, Adam's (b1, b2, eps, step_size, inv_bc2_sqrt,
         shrink, grad_scale, clip_value, wd): optim.pyx's adam_scalars), the parameters given a
         state are updated from their gradients instead of leaving them in dw and db."""
-        cdef float[:, ::1] dy32
-        cdef double[:, ::1] dy64
-        cdef int last = self.depth - 1
         cdef bint update = self._set_scalars(scalars)
-        if self.single:
-            dy32 = dy
-            if dy32.shape[0] != self.n or dy32.shape[1] != self.layers[last].m:
-                raise ValueError(f"dy must have shape ({self.n}, {self.layers[last].m})")
-            with nogil:
-                _stack_backward(&self.x32[0, 0], &dy32[0, 0], self.layers, self.first, self.depth, self.n,
-                                n_threads, <float*>self.colsums, update)
-        else:
-            dy64 = dy
-            if dy64.shape[0] != self.n or dy64.shape[1] != self.layers[last].m:
-                raise ValueError(f"dy must have shape ({self.n}, {self.layers[last].m})")
-            with nogil:
-                _stack_backward(&self.x64[0, 0], &dy64[0, 0], self.layers, self.first, self.depth, self.n,
-                                n_threads, <double*>self.colsums, False)
+        cdef void* dy_data = <void*>self._matrix(dy, self.layers[self.depth - 1].m, "dy")
+        if not dy.flags.writeable:
+            raise ValueError("dy must be writeable (it is overwritten by dL/dz)")
+        with nogil:
+            self._backward_all(dy_data, n_threads, update)
 
     def softmax_ce_backward(self, labels, sample_weight, double label_smoothing, int n_threads, scalars=None):
         """After forward: the softmax cross-entropy of the output (logits) against labels (int64,
@@ -469,32 +497,13 @@ cdef class DenseStack:
         backward), but with scalars only if the loss is finite (a diverged step changes nothing).
         Returns the loss."""
         cdef const int64[::1] lab = labels
-        cdef const float[::1] w32
-        cdef const double[::1] w64
-        cdef double loss, total
-        cdef int k = self.layers[self.depth - 1].m
         cdef bint update = self._set_scalars(scalars)
+        cdef const void* weights = self._vector(sample_weight, "sample_weight") if sample_weight is not None else NULL
+        cdef double loss
         if lab.shape[0] != self.n:
             raise ValueError(f"labels must have {self.n} entries")
-        if sample_weight is not None and len(sample_weight) != self.n:
-            raise ValueError(f"sample_weight must have {self.n} entries")
-        if self.single:
-            w32 = sample_weight
-            with nogil:
-                total = weight_total(&w32[0] if w32 is not None else NULL, self.n)
-                loss = softmax_ce(<const float*>self.layers[self.depth - 1].y, self.n, k, &lab[0], NULL,
-                                  &w32[0] if w32 is not None else NULL, total, label_smoothing,
-                                  <float*>self.loss_grad, self.row_loss, n_threads)
-                if isfinite(loss) or not update:
-                    _stack_backward(&self.x32[0, 0], <float*>self.loss_grad, self.layers, self.first, self.depth,
-                                    self.n, n_threads, <float*>self.colsums, update)
-        else:
-            w64 = sample_weight
-            with nogil:
-                total = weight_total(&w64[0] if w64 is not None else NULL, self.n)
-                loss = softmax_ce(<const double*>self.layers[self.depth - 1].y, self.n, k, &lab[0], NULL,
-                                  &w64[0] if w64 is not None else NULL, total, label_smoothing,
-                                  <double*>self.loss_grad, self.row_loss, n_threads)
-                _stack_backward(&self.x64[0, 0], <double*>self.loss_grad, self.layers, self.first, self.depth,
-                                self.n, n_threads, <double*>self.colsums, False)
+        with nogil:
+            loss = self._softmax_ce(&lab[0], weights, label_smoothing, n_threads)
+            if isfinite(loss) or not update:
+                self._backward_all(self.loss_grad, n_threads, update)
         return loss
