@@ -52,6 +52,34 @@ def resolve_activation(name, kwargs):
     return name, _act.KINDS[kernel], value, config
 
 
+def _nonnegative(value, name):
+    return check_number(value, name, low=0.0)
+
+
+class _GroupSetting:
+    """A layer attribute that shapes its model's parameter groups (trainable, lr_multiplier,
+    l1, l2), stored as `_name` after convert(value, name) checks it: setting it bumps
+    Layer.groups_version, so that models rebuild their optimizer's groups and what their
+    backward pass updates."""
+
+    def __init__(self, convert):
+        self.convert = convert
+
+    def __set_name__(self, owner, name):
+        self.name, self.attr = name, "_" + name
+
+    def __get__(self, layer, owner=None):
+        return self if layer is None else getattr(layer, self.attr)
+
+    def __set__(self, layer, value):
+        self.initialize(layer, value)
+        Layer.groups_version += 1
+
+    def initialize(self, layer, value):
+        """Set without the bump: a layer under construction is in no model yet."""
+        setattr(layer, self.attr, self.convert(value, self.name))
+
+
 class Layer(ABC):
     """Base class. Subclasses define build, forward and backward; parameters are declared
     by param_specs() as (name, shape, decay) and arrive as views in self.params/self.grads.
@@ -72,23 +100,8 @@ class Layer(ABC):
         self._trainable = True
         self._lr_multiplier = 1.0
 
-    @property
-    def trainable(self):
-        return self._trainable
-
-    @trainable.setter
-    def trainable(self, value):
-        self._trainable = bool(value)
-        Layer.groups_version += 1
-
-    @property
-    def lr_multiplier(self):
-        return self._lr_multiplier
-
-    @lr_multiplier.setter
-    def lr_multiplier(self, value):
-        self._lr_multiplier = check_number(value, "lr_multiplier", low=0.0)
-        Layer.groups_version += 1
+    trainable = _GroupSetting(lambda value, name: bool(value))
+    lr_multiplier = _GroupSetting(_nonnegative)
 
     # -- construction -------------------------------------------------------------------
     def build(self, input_dim, dtype):
@@ -185,8 +198,8 @@ class Dense(Layer):
         self._init = _init.get(init, std)
         self.init = init if isinstance(init, str) else getattr(init, "__name__", "custom")
         self.std = std
-        self._l1 = check_number(l1, "l1", low=0)   # set directly: a new layer is in no model's groups yet
-        self._l2 = check_number(l2, "l2", low=0)
+        Dense.l1.initialize(self, l1)
+        Dense.l2.initialize(self, l2)
 
     def build(self, input_dim, dtype):
         if input_dim != self.in_features:
@@ -246,23 +259,8 @@ class Dense(Layer):
 
     fused_update = "W"
 
-    @property
-    def l1(self):
-        return self._l1
-
-    @l1.setter
-    def l1(self, value):
-        self._l1 = check_number(value, "l1", low=0)
-        Layer.groups_version += 1
-
-    @property
-    def l2(self):
-        return self._l2
-
-    @l2.setter
-    def l2(self, value):
-        self._l2 = check_number(value, "l2", low=0)
-        Layer.groups_version += 1
+    l1 = _GroupSetting(_nonnegative)
+    l2 = _GroupSetting(_nonnegative)
 
     @property
     def penalized(self):
