@@ -46,6 +46,12 @@ static void fnn_adam_rows(float *p, float *mo, float *vo, float *vmax, ptrdiff_t
 #if defined(__AVX512F__)
 #define FNN_ADAM_B_BYTES (1 << 20)
 #define FNN_ADAM_NC 64      /* gemm.h's strip width (FNN_NC) for float32 */
+/* Deepest product whose row of tiles is followed by the previous row's update in pieces, one
+ * after each tile; deeper, the tiles take long enough that the update streams better as one
+ * pass after the row (C harness, Zen 5, 784 x 512 at k = 256: 0.94 instead of 0.97 ms; 512 x
+ * 512: 0.613 instead of 0.625; at k = 32 pieces are faster, 0.165 instead of 0.175; at k = 128
+ * the two are even). */
+#define FNN_ADAM_PIECES_MAX_K FNN_KC
 
 /* Piece `s` of `pieces` of the update of a row of tiles (rows x cols of G at g, ld ldg; W at
  * offset 0): its rows x cols elements in row-major order, split evenly in multiples of 16;
@@ -91,6 +97,8 @@ static int fastnn_gemm_tn_adam_f32(int m, int n, int k, const float *a, int lda,
         ptrdiff_t ldg = cols;   /* G's rows contiguous */
         for (int j0 = 0; j0 < cols; j0 += FNN_ADAM_NC)
             fnn_pack_b_strip_f32(bpack + (ptrdiff_t)j0 * k, b, ldb, n, jb + j0, k);
+        /* the previous row's update in one piece after each tile, or in one after the row's last */
+        int per_piece = k > FNN_ADAM_PIECES_MAX_K ? strips : 1, pieces = strips / per_piece;
         /* row of tiles t is computed into grad's half t % 2 while the one before is updated */
         for (int i0 = 0; i0 < m + FNN_MR; i0 += FNN_MR) {
             int t = i0 / FNN_MR, mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
@@ -110,9 +118,9 @@ static int fastnn_gemm_tn_adam_f32(int m, int n, int k, const float *a, int lda,
                         fnn_tile_any_f32(mr, nv, k, apack + (ptrdiff_t)i0 * k, 1, FNN_MR, panel, FNN_ADAM_NC, cur + j0,
                                          ldg, last, 0, NULL, 0, NULL, k > FNN_KC);
                 }
-                if (prev_rows)
+                if (prev_rows && (s + 1) % per_piece == 0)
                     fnn_adam_piece(p + w_prev, mo + w_prev, vo + w_prev, vmax ? vmax + w_prev : NULL, ldp, prev,
-                                   ldg, prev_rows, cols, s, strips, h);
+                                   ldg, prev_rows, cols, s / per_piece, pieces, h);
             }
         }
     }
@@ -125,6 +133,7 @@ static int fastnn_gemm_tn_adam_f32(int m, int n, int k, const float *a, int lda,
 }
 #undef FNN_ADAM_B_BYTES
 #undef FNN_ADAM_NC
+#undef FNN_ADAM_PIECES_MAX_K
 #else
 #define FNN_ADAM_MAX_K 0
 static int fastnn_gemm_tn_adam_f32(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
