@@ -138,8 +138,9 @@ def serve(contender, sizes, batch, threads, sample_time):
             print((time.perf_counter() - t0) / inner, flush=True)
 
 
-def _interleaved(names, sizes, batch, threads, rounds):
-    """{contender: [seconds per step, one per round]}, the workers taking turns."""
+def _interleaved(names, sizes, batch, threads, rounds, more_rounds=0, more=()):
+    """{contender: [seconds per step, one per round]}, the workers taking turns: `rounds`
+    rounds of all of `names`, then `more_rounds` rounds of only those in `more`."""
     workers = {c: subprocess.Popen([sys.executable, __file__, "--worker", c, "--sizes", ",".join(map(str, sizes)),
                                     "--batch", str(batch), "--worker-threads", str(threads)],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for c in names}
@@ -148,8 +149,9 @@ def _interleaved(names, sizes, batch, threads, rounds):
         for c, w in workers.items():
             if w.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"the {c} worker failed (its error is printed above)")
-        for r in range(rounds):
-            for c in names[r % len(names):] + names[:r % len(names)]:
+        for r in range(rounds + more_rounds):
+            turn = names if r < rounds else [c for c in names if c in more]
+            for c in turn[r % len(turn):] + turn[:r % len(turn)]:
                 time.sleep(0.3)
                 workers[c].stdin.write("run\n")
                 workers[c].stdin.flush()
@@ -171,7 +173,7 @@ def _alone(contender, sizes, batch, threads, rounds):
     return float(proc.stdout.strip().splitlines()[-1])
 
 
-def bench_config(name, sizes, batch, threads, rounds):
+def bench_config(name, sizes, batch, threads, rounds, roofline_rounds):
     """Time every contender in its own worker process, interleaved round by round.
 
     On a 2-core machine the thread pools of different libraries in one process (fastnn's
@@ -186,10 +188,15 @@ def bench_config(name, sizes, batch, threads, rounds):
     1 thread), and a process of PyTorch's default (foreach) Adam merely existing beside
     the others slowed the fused step by 8% and itself by 33% (2 threads). The foreach
     step is therefore only timed alone. PyTorch's ratios can only err in its favour.
+    fastnn and the roofline's contenders (gemm, openblas) then take roofline_rounds more
+    rounds by themselves: on 2 threads of a shared host the per-round ratio
+    fastnn/gemm spread from 0.74 to 1.13 in 21 rounds (mnist-256), so 15 rounds left its
+    median uncertain by about 0.04, and the ratio from run to run was 0.87 to 1.29.
     """
     row = {"config": name, "sizes": sizes, "batch": batch, "threads": threads}
     names = [c for c in CONTENDERS if not c.startswith("torch") or _have_torch()]
-    samples = _interleaved([c for c in names if c != "torch"], sizes, batch, threads, rounds)
+    samples = _interleaved([c for c in names if c != "torch"], sizes, batch, threads, rounds,
+                           roofline_rounds, ("fastnn", "gemm", "openblas"))
     for c in names:
         if c.startswith("torch"):   # the faster of taking turns and running alone
             alone = _alone(c, sizes, batch, threads, rounds)
@@ -199,10 +206,10 @@ def bench_config(name, sizes, batch, threads, rounds):
     f, roof = np.array(samples["fastnn"]), np.minimum(samples["gemm"], samples["openblas"])
     row["ratio_gemm"] = float(np.median(f / roof))
     row["ratio_own_openblas"] = float(np.median(np.array(samples["gemm"]) / samples["openblas"]))
-    row["ratio_numpy"] = float(np.median(np.array(samples["numpy"]) / f))
+    row["ratio_numpy"] = float(np.median(np.array(samples["numpy"]) / f[:rounds]))
     for c in ("torch_fused", "torch"):
         row[f"ratio_{c}"] = row[c] / row["fastnn"] if c in row else None
-    row["ratio_mkl_openblas"] = (float(np.median(np.array(samples["torch_gemm"]) / samples["openblas"]))
+    row["ratio_mkl_openblas"] = (float(np.median(np.array(samples["torch_gemm"]) / samples["openblas"][:rounds]))
                                  if "torch_gemm" in samples else None)
     row["gemm"] = float(np.median(roof))
     return row
@@ -288,12 +295,12 @@ def main(argv=None):
         return
     threads = None if args.threads is None else {int(t) for t in args.threads.split(",")}
     names = None if args.configs is None else set(args.configs.split(","))
-    rounds = 5 if args.quick else 15
+    rounds, roofline_rounds = (5, 10) if args.quick else (15, 30)
     rows = []
     for name, sizes, batch, nthreads in CONFIGS:
         if (threads and nthreads not in threads) or (names and name not in names):
             continue
-        rows.append(bench_config(name, sizes, batch, nthreads, rounds))
+        rows.append(bench_config(name, sizes, batch, nthreads, rounds, roofline_rounds))
         print(f"measured {name} ({nthreads} thread{'s' if nthreads > 1 else ''})", file=sys.stderr, flush=True)
     table = report(rows)
     print(table)
