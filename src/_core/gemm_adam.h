@@ -3,8 +3,9 @@
  *   leading dimension ldp, updated from G by fastnn_adam_f32 (adam_f32.h, optim.pyx's Adam).
  * G never reaches memory: each 6-row tile of G is computed into a small buffer (gemm.h's
  * tiles, with its skipping of A's all-zero steps), and while the next row of tiles is
- * computed, the update runs over the previous one in pieces, one after each tile, so that
- * its reads and writes of W, m and v stream while the FMAs of the product run. Results are
+ * computed, the update runs over the previous one: in pieces, one after each tile, so that
+ * its reads and writes of W, m and v stream while the FMAs of the product run, or, for
+ * products deeper than FNN_ADAM_PIECES_MAX_K, in one pass after the row's last tile. Results are
  * the unfused product's followed by the update's, bit for bit (B finite): each element of G
  * is the same chain of FMAs over the steps p in order.
  * Measured in a C harness (784-512-512-10 at batch 32, the step's products with the three
