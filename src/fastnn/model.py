@@ -167,9 +167,9 @@ class Sequential:
         fusion = self._fusion()
         scalars = (self.optimizer._fused_scalars() if fusion.ranges and batch <= _dense.FUSED_ADAM_MAX_BATCH
                    else None)
-        if scalars is None:
-            return self._context(True, True), ()
         ctx = self._context(True, True)
+        if scalars is None:
+            return ctx, ()
         ctx.scalars = scalars
         if not self._all_dense:   # each layer applies its update (Dense.backward: ctx.updates)
             by_layer = self._updates_by_layer   # one dict, refilled each step (a new one per step counts as an allocation)
@@ -278,8 +278,8 @@ class Sequential:
         return loss + ctx.penalty, out
 
     def _apply_step(self, fused=()):
-        """The optimizer's step, but for the ranges `fused` (_fused_context), updated already."""
-        self._bind_optimizer()
+        """The optimizer's step, but for the ranges `fused` (_fused_context), updated already;
+        after _fused_context, which bound the optimizer to this step's parameter groups."""
         self.optimizer._step(fused)
         self._steps += 1
 
