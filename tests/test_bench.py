@@ -71,3 +71,18 @@ def test_accuracy_is_averaged_over_seeds():
     assert results["sklearn"] == {"error": "worker exited with 1"}
     assert "0.8800 0.8900 0.8700" in e2e.report({"fastnn": {**results["fastnn"], "predict_per_s": 1e5,
                                                               "peak_rss_mb": 300}})
+
+
+def test_products_floor_is_reported_not_judged():
+    fastnn = {"s_per_epoch": 1.2, "epoch_times": [1.2, 1.3], "accuracy": 0.889, "predict_per_s": 1.3e5,
+              "peak_rss_mb": 300}
+    sklearn = {"s_per_epoch": 3.0, "epoch_times": [3.0, 4.0], "accuracy": 0.886, "predict_per_s": 1e5,
+               "peak_rss_mb": 400}
+    products = {"s_per_epoch": 1.0, "epoch_times": [1.0, 1.0], "peak_rss_mb": 700}
+    results = {"fastnn": fastnn, "sklearn": sklearn, "products": products}
+    text = e2e.report(results)
+    assert "products    1.000  (fastnn's products alone)" in text
+    assert "epoch time fastnn/its products: 1.2500" in text
+    assert "epoch time products/sklearn: 0.2917 (the least fastnn/sklearn its GEMM allows)" in text
+    assert "products/torch" not in text
+    assert [t["target"] for t in e2e.targets(results)] == ["epoch time fastnn/sklearn", "accuracy |fastnn - sklearn|"]
