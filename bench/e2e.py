@@ -1,11 +1,11 @@
 """End-to-end Fashion-MNIST: 784-512-256-10 ReLU MLP, batch 128, Adam lr 1e-3, 10 epochs,
 1 thread, inputs in [0, 1]; fastnn vs PyTorch eager (fused Adam) vs scikit-learn's
 MLPClassifier. Reports seconds per epoch, test accuracy, predict throughput (batch 1024)
-and peak RSS; and the time of the epoch's matrix products alone through fastnn's GEMM (the
-floor of fastnn's epoch time, hence of its ratios to the others). Each library runs in its
-own worker process (so that its peak memory is its own); the workers train one epoch each
-in turn, and the epoch-time ratios are medians of per-epoch ratios, so the machine's drift
-cancels.
+and peak RSS; and the time of the epoch's matrix products alone, through fastnn's GEMM (the
+floor of fastnn's epoch time, hence of its ratios to the others) and through OpenBLAS (what
+scikit-learn's float32 products take). Each library runs in its own worker process (so
+that its peak memory is its own); the workers train one epoch each in turn, and the
+epoch-time ratios are medians of per-epoch ratios, so the machine's drift cancels.
 
 Test accuracy is the mean over --seeds training runs (initialization and shuffling seeded
 0, 1, ...): one run's accuracy has a standard deviation of 0.002-0.004 over seeds (5 seeds
@@ -16,6 +16,7 @@ target. Seed 0 is the timed run; the others only train and score.
 """
 import argparse
 import concurrent.futures
+import functools
 import json
 import os
 import resource
@@ -69,18 +70,22 @@ def fastnn_trainer(threads, seed):
     return epoch, finish
 
 
-def products_trainer(threads, seed):
+def products_trainer(threads, seed, blas=False):
     """(one epoch of fastnn's training-step products alone, nothing else; finish): the floor
     of fastnn's epoch time. The products are the step's (per layer X W, X^T dZ and, but for
-    the first, dZ W^T) through fastnn's GEMM, on the epoch's shuffled batches with the
-    activations of a network trained one epoch (the zeros its GEMM skips are the real ones:
-    blank pixels, ReLU outputs); dZ is dense (its zeros are never skipped)."""
+    the first, dZ W^T) through fastnn's GEMM (or OpenBLAS's with blas=True), on the epoch's
+    shuffled batches with the activations of a network trained one epoch (the zeros its GEMM
+    skips are the real ones: blank pixels, ReLU outputs); dZ is dense (its zeros are never
+    skipped)."""
     import numpy as np
+    from threadpoolctl import threadpool_limits
 
     import fastnn as fnn
     from fastnn._core._blas import gemm_rowmajor
 
     fnn.set_num_threads(threads)
+    threadpool_limits(threads)
+    kw = {"blas": True} if blas else {"n_threads": threads}
     (X, y), _ = _data()
     model = _fastnn_model(seed)
     model.fit(X, y, epochs=1, batch_size=128, verbose=0)
@@ -102,10 +107,10 @@ def products_trainer(threads, seed):
         for acts in batches:
             m = acts[0].shape[0]
             for i, W in enumerate(Ws):
-                gemm_rowmajor(acts[i], W, outs[i][:m], n_threads=threads)
-                gemm_rowmajor(acts[i], dZs[i][:m], dWs[i], True, False, n_threads=threads)
+                gemm_rowmajor(acts[i], W, outs[i][:m], **kw)
+                gemm_rowmajor(acts[i], dZs[i][:m], dWs[i], True, False, **kw)
                 if i:
-                    gemm_rowmajor(dZs[i][:m], W, dXs[i][:m], False, True, n_threads=threads)
+                    gemm_rowmajor(dZs[i][:m], W, dXs[i][:m], False, True, **kw)
 
     return epoch, dict
 
@@ -164,7 +169,7 @@ def _peak_rss_mb():
 
 
 WORKERS = {"fastnn": fastnn_trainer, "torch": torch_trainer, "sklearn": sklearn_trainer,
-           "products": products_trainer}
+           "products": products_trainer, "openblas": functools.partial(products_trainer, blas=True)}
 
 
 def serve(name, threads, seed=0):
@@ -202,7 +207,8 @@ def run_e2e(epochs=10, threads=1, quick=False, seeds=5):
     workers training one epoch each in turn, so the machine's drift touches all alike;
     then seeds 1.. of each library, untimed, as many at once as there are cores per run.
     Return {library: {s_per_epoch, epoch_times, accuracy (mean over seeds), accuracies,
-    predict_per_s, peak_rss_mb}}; "products" (fastnn's GEMM alone) has the times and RSS."""
+    predict_per_s, peak_rss_mb}}; "products" and "openblas" (the products alone) have the
+    times and RSS."""
     epochs, seeds = (2, 2) if quick else (epochs, seeds)
     workers = {name: _worker(name, threads, 0) for name in WORKERS}
     results = {}
@@ -257,7 +263,8 @@ def report(results):
             lines.append(f"{name:<8} {r['s_per_epoch']:>8.3f} {r['accuracy']:>8.4f} {r['predict_per_s']:>17.0f} "
                          f"{r['peak_rss_mb']:>11.0f}  " + " ".join(f"{a:.4f}" for a in r.get("accuracies", [])))
         else:
-            lines.append(f"{name:<8} {r['s_per_epoch']:>8.3f}  (fastnn's products alone)")
+            lines.append(f"{name:<8} {r['s_per_epoch']:>8.3f}  ("
+                         + ("the same products through OpenBLAS)" if name == "openblas" else "fastnn's products alone)"))
     f, p = results.get("fastnn", {}), results.get("products", {})
     if "s_per_epoch" in f and "s_per_epoch" in p:
         lines.append(f"epoch time fastnn/its products: {_epoch_ratio(f, p):.4f}")

@@ -79,9 +79,11 @@ def test_products_floor_is_reported_not_judged():
     sklearn = {"s_per_epoch": 3.0, "epoch_times": [3.0, 4.0], "accuracy": 0.886, "predict_per_s": 1e5,
                "peak_rss_mb": 400}
     products = {"s_per_epoch": 1.0, "epoch_times": [1.0, 1.0], "peak_rss_mb": 700}
-    results = {"fastnn": fastnn, "sklearn": sklearn, "products": products}
+    openblas = {"s_per_epoch": 1.5, "epoch_times": [1.5, 1.5], "peak_rss_mb": 700}
+    results = {"fastnn": fastnn, "sklearn": sklearn, "products": products, "openblas": openblas}
     text = e2e.report(results)
     assert "products    1.000  (fastnn's products alone)" in text
+    assert "openblas    1.500  (the same products through OpenBLAS)" in text
     assert "epoch time fastnn/its products: 1.2500" in text
     assert "epoch time products/sklearn: 0.2917 (the least fastnn/sklearn its GEMM allows)" in text
     assert "products/torch" not in text
