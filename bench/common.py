@@ -8,6 +8,21 @@ import time
 import numpy as np
 
 
+def step_products(xs, Ws, outs, dZs, dWs, dXs, **kw):
+    """The matrix products of a Dense network's training step, nothing else: per layer i the
+    forward X_i W_i into outs[i], then from the last layer back the weight gradient
+    X_i^T dZ_i into dWs[i] and, but for the first layer, the input gradient dZ_i W_i^T into
+    dXs[i]; through fastnn's GEMM (kw: n_threads) or BLAS alone (kw: blas=True)."""
+    from fastnn._core._blas import gemm_rowmajor
+
+    for i, W in enumerate(Ws):
+        gemm_rowmajor(xs[i], W, outs[i], **kw)
+    for i in range(len(Ws) - 1, -1, -1):
+        gemm_rowmajor(xs[i], dZs[i], dWs[i], True, False, **kw)
+        if i:
+            gemm_rowmajor(dZs[i], Ws[i], dXs[i], False, True, **kw)
+
+
 def median_time(fn, repeat, warmup=3, min_time=0.2):
     """Median seconds per call over `repeat` batches of calls (each batch lasts >= min_time / repeat).
 

@@ -29,10 +29,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import NumpyMLP, environment, median_time, target, torch_mlp, verdict, write_json  # noqa: E402
+from common import (NumpyMLP, environment, median_time, step_products, target, torch_mlp, verdict,  # noqa: E402
+                    write_json)
 
 import fastnn as fnn  # noqa: E402
-from fastnn._core._blas import gemm_rowmajor  # noqa: E402
 
 CONFIGS = [  # name, sizes, batch, threads
     ("small", [64, 128, 128, 10], 64, 1),
@@ -57,12 +57,7 @@ def gemm_step(sizes, batch, rng, blas=False, threads=1):
     kw = {"blas": True} if blas else {"n_threads": threads}
 
     def run():
-        for i, W in enumerate(Ws):
-            gemm_rowmajor(acts[i], W, acts[i + 1], **kw)
-        for i in range(len(Ws) - 1, -1, -1):
-            gemm_rowmajor(acts[i], acts[i + 1], dWs[i], True, False, **kw)
-            if i:
-                gemm_rowmajor(acts[i + 1], Ws[i], dXs[i], False, True, **kw)
+        step_products(acts[:-1], Ws, acts[1:], acts[1:], dWs, dXs, **kw)
     return run
 
 
