@@ -108,6 +108,48 @@ def test_gemm_skips_all_zero_steps_exactly(dtype, trans_a, m, n, k, n_threads):
     assert not c[:m // 6 * 6].reshape(-1, 6, n)[zero_tiles[zero_tiles != 35]].any()
 
 
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_gemm_skips_zero_steps_of_row_pairs_exactly(dtype, trans_a, trans_b, n_threads):
+    """Products with C under 2 MiB and two strips of B or more take each full 6-row tile of
+    op(A) as three pairs of rows, each over only the steps where one of its two rows is
+    nonzero (k blocks of up to 96, here three). Pairs here have many such steps, few, none
+    left, or zeros in one row only; a tile whose pairs have too few zero steps is computed
+    whole; a NaN or infinity is a nonzero step. Each element of C is the same chain of FMAs as
+    the dense product's, so C equals, bit for bit, the product of each 4 rows alone (too few
+    for a full tile: no step skipped), and the float64 product to rounding."""
+    rng = np.random.default_rng(11)
+    m, n, k = 96, 150, 280
+    op_a = rng.standard_normal((m, k)).astype(dtype)
+    for pair in range(m // 2):   # zero fraction per pair: most, half, few, all, one row only
+        rows = slice(2 * pair, 2 * pair + 2)
+        kind = pair % 5
+        if kind == 4:
+            op_a[2 * pair, rng.random(k) < 0.8] = 0
+        else:
+            op_a[rows, rng.random(k) < (0.9, 0.5, 0.02, 1.0)[kind]] = 0
+    op_a[30:36] = rng.standard_normal((6, k)) * (rng.random(k) < 0.95)   # too few zero steps in its pairs
+    op_a[10, 200] = np.nan    # a pair with 90% zero steps
+    op_a[46, 100] = np.inf    # a pair otherwise all zero
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    op_b = b.T if trans_b else b
+
+    def product(rows):
+        c = np.full((len(rows), n), -1.0, dtype)
+        _blas.gemm_rowmajor(rows.T.copy() if trans_a else rows, b, c, trans_a, trans_b, n_threads=n_threads)
+        return c
+
+    c = product(op_a)
+    expected = op_a.astype(np.float64) @ op_b.astype(np.float64)
+    assert np.isnan(c[10]).all() and np.isinf(c[46]).all()
+    finite = np.isfinite(expected).all(axis=1)
+    assert finite.sum() == m - 2
+    assert_close(c[finite], expected[finite], dtype, scale=k)
+    assert not c[[2 * pair + r for pair in range(3, m // 2, 5) if pair != 23 for r in (0, 1)]].any()
+    if not _blas.calls_blas(dtype, trans_a, trans_b, m, n, k):
+        np.testing.assert_array_equal(c, np.concatenate([product(op_a[i:i + 4]) for i in range(0, m, 4)]))
+
+
 def test_gemm_rejects_mismatched_shapes():
     a = np.ones((3, 4))
     with pytest.raises(ValueError, match="shapes"):

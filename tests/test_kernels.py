@@ -501,6 +501,7 @@ FUSED_SHAPES = [(32, 784, 512), (7, 200, 331), (5, 1031, 67), (37, 257, 257), (1
 def _adam_case(rng, batch, n_in, n_out):
     x = rng.standard_normal((batch, n_in)).astype(np.float32)
     x[rng.random(batch) < 0.5] = 0          # all-zero steps of X^T, which the fused product skips
+    x[rng.random(x.shape) < 0.4] = 0        # and zeros of single features (pairs of rows of X^T)
     W = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
     b = rng.standard_normal(n_out).astype(np.float32)
     y = np.empty((batch, n_out), np.float32)

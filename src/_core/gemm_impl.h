@@ -6,8 +6,8 @@
  *   FNN_NC                     columns of a register tile and of a packed strip (FNN_NV vectors)
  *   FNN_LARGE_C                elements of C (2 MiB) from which NN/TN products take the L2 blocking
  *   FNN_NB_BLOCKED             columns of B packed per L2 block (448 x 448 floats, 784 KiB)
- * and FNN_NAME(fnn_transpose_block) (a FNN_LANES x FNN_LANES transpose in registers, into
- * rows FNN_NC apart). It undefines them at its end. */
+ * and FNN_NAME(fnn_transpose_block) (a FNN_LANES x FNN_LANES transpose in registers). It
+ * undefines them at its end. */
 #define FNN_PASTE3(a, b, c) a##b##c
 #define FNN_EXPAND3(a, b, c) FNN_PASTE3(a, b, c)
 #define FNN_OP(op) FNN_EXPAND3(_mm512_, op, FNN_SFX)       /* FNN_OP(fmadd) = _mm512_fmadd_ps / _pd */
@@ -151,6 +151,110 @@ static void FNN_NAME(fnn_tile_steps)(int nv, int kc, const int *steps, const FNN
                                        NULL);
 }
 
+#define FNN_PAIR_CASE(NV_)                                                                            \
+    case NV_:                                                                                         \
+        FNN_NAME(fnn_tile)(2, NV_, kc, a, rs_a, 1, b, FNN_NC, c, ldc, last, accumulate, bias, relu, nonfinite, \
+                           steps, 0);                                                                 \
+        break;
+
+/* Two rows of a tile over their listed steps (A's values at them in rows rs_a apart), nv
+ * vectors of a packed strip of B wide (fnn_tile with steps; the strip is in L1). */
+FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile_pair_sized)(int nv, int kc, const int *steps, const FNN_T *a,
+                                                     ptrdiff_t rs_a, const FNN_T *b, FNN_T *c, ptrdiff_t ldc,
+                                                     FNN_MASK last, int accumulate, const FNN_T *bias, int relu,
+                                                     int *nonfinite)
+{
+    switch (nv) {
+        FNN_PAIR_CASE(1) FNN_PAIR_CASE(2) FNN_PAIR_CASE(3) FNN_PAIR_CASE(4)
+    default:
+        break;
+    }
+}
+
+/* A full tile of C as its FNN_PAIRS pairs of rows, pair j over the kept[j] steps listed at
+ * steps + j lds (fnn_pair_steps), with A's values at them in rows 2j, 2j + 1 of vals (ldd
+ * apart); with and without the non-finite check, as fnn_tile_any. */
+static void FNN_NAME(fnn_tile_pairs)(int nv, const int *kept, const int *steps, ptrdiff_t lds, const FNN_T *vals,
+                                     ptrdiff_t ldd, const FNN_T *panel, FNN_T *c, ptrdiff_t ldc, FNN_MASK last,
+                                     int accumulate, const FNN_T *bias, int relu, int *nonfinite)
+{
+    for (int j = 0; j < FNN_PAIRS; j++) {
+        const int *s = steps + j * lds;
+        const FNN_T *v = vals + 2 * j * ldd;
+        FNN_T *cj = c + 2 * j * ldc;
+        if (nonfinite)
+            FNN_NAME(fnn_tile_pair_sized)(nv, kept[j], s, v, ldd, panel, cj, ldc, last, accumulate, bias, relu,
+                                          nonfinite);
+        else
+            FNN_NAME(fnn_tile_pair_sized)(nv, kept[j], s, v, ldd, panel, cj, ldc, last, accumulate, bias, relu,
+                                          NULL);
+    }
+}
+
+/* A tile of C (mr x nv vectors, a strip's packed panel in L1) over one k block of op(A)
+ * (a[r rs_a + p cs_a]): in pairs of rows over their listed steps where kept (when not NULL)
+ * says so (kept[0] >= 0, fnn_pair_steps; steps, lds, vals, ldd as fnn_tile_pairs takes
+ * them), else whole. */
+static void FNN_NAME(fnn_tile_rows)(int mr, int nv, int kc, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
+                                    const int *kept, const int *steps, ptrdiff_t lds, const FNN_T *vals,
+                                    ptrdiff_t ldd, const FNN_T *panel, FNN_T *c, ptrdiff_t ldc, FNN_MASK last,
+                                    int accumulate, const FNN_T *bias, int relu, int *nonfinite)
+{
+    if (kept && kept[0] >= 0)
+        FNN_NAME(fnn_tile_pairs)(nv, kept, steps, lds, vals, ldd, panel, c, ldc, last, accumulate, bias, relu,
+                                 nonfinite);
+    else
+        FNN_NAME(fnn_tile_any)(mr, nv, kc, a, rs_a, cs_a, panel, FNN_NC, c, ldc, last, accumulate, bias, relu,
+                               nonfinite, 0);
+}
+
+/* The steps of a full tile of A (rows in place: a[r lda + p], p < kc) taken in pairs of rows
+ * (the small blocking's; fnn_gemm_small): pair j's steps are those where row 2j or 2j + 1 is
+ * nonzero (NaN and infinity count as nonzero), listed at steps + j lds and padded as
+ * fnn_pad_steps does, kept[j] of them, with the pair's values at them in rows 2j, 2j + 1 of
+ * dst (ldd >= kc + FNN_LANES apart). Returns 0, with kept[0] = -1 and nothing listed, when
+ * fewer than FNN_PAIRS FNN_SKIP_MIN(kc) of the pairs' steps are zero (the tile is then
+ * computed whole: lists cost dense products 3-15%); else 1.
+ * A pair's steps are fewer than the whole tile's (Fashion-MNIST, a 784-512-256 network trained
+ * one epoch, the fraction of steps kept: the input's rows 0.667 in pairs against 0.842 in
+ * sixes, its columns (X^T) 0.556 against 0.689, H1's rows 0.490 against 0.700), and with the
+ * strip of B in L1 a pair's 8 FMAs per step run as fast per FMA as the tile's 24 (C harness). */
+static int FNN_NAME(fnn_pair_steps)(const FNN_T *a, ptrdiff_t lda, int kc, FNN_T *dst, ptrdiff_t ldd, int *steps,
+                                    ptrdiff_t lds, int *kept)
+{
+    int zero = 0;
+    for (int p = 0; p < kc; p += FNN_LANES) {   /* count first: a dense tile stops here */
+        FNN_MASK k = kc - p < FNN_LANES ? (FNN_MASK)((1u << (kc - p)) - 1u) : FNN_FULL;
+        for (int r = 0; r < FNN_MR; r += 2) {
+            FNN_MASK nonzero = FNN_MASK_CMP(k, FNN_OP(maskz_loadu)(k, a + r * lda + p), FNN_OP(setzero)(), _CMP_NEQ_UQ) |
+                               FNN_MASK_CMP(k, FNN_OP(maskz_loadu)(k, a + (r + 1) * lda + p), FNN_OP(setzero)(),
+                                            _CMP_NEQ_UQ);
+            zero += __builtin_popcount((unsigned)(k & ~nonzero));
+        }
+    }
+    if (zero < FNN_PAIRS * FNN_SKIP_MIN(kc)) {
+        kept[0] = -1;
+        return 0;
+    }
+    for (int j = 0; j < FNN_PAIRS; j++) {
+        const FNN_T *r0 = a + 2 * j * lda, *r1 = r0 + lda;
+        FNN_T *d0 = dst + 2 * j * ldd, *d1 = d0 + ldd;
+        int *s = steps + j * lds, q = 0;
+        for (int p = 0; p < kc; p += FNN_LANES) {
+            FNN_MASK k = kc - p < FNN_LANES ? (FNN_MASK)((1u << (kc - p)) - 1u) : FNN_FULL;
+            FNN_VEC v0 = FNN_OP(maskz_loadu)(k, r0 + p), v1 = FNN_OP(maskz_loadu)(k, r1 + p);
+            FNN_MASK nonzero = FNN_MASK_CMP(k, v0, FNN_OP(setzero)(), _CMP_NEQ_UQ) |
+                               FNN_MASK_CMP(k, v1, FNN_OP(setzero)(), _CMP_NEQ_UQ);
+            FNN_OP(storeu)(d0 + q, FNN_OP(maskz_compress)(nonzero, v0));
+            FNN_OP(storeu)(d1 + q, FNN_OP(maskz_compress)(nonzero, v1));
+            fnn_store_steps(s + q, nonzero, p, FNN_LANES);
+            q += __builtin_popcount(nonzero);
+        }
+        kept[j] = fnn_pad_steps(s, q);
+    }
+    return 1;
+}
+
 /* Exact zeros of A skipped. A tile's step p adds a[r, p] B[p, :] to each row r of C; where the
  * tile's 6 elements of A's column p are all zero (blank pixels, ReLU outputs) that adds +-0
  * (B finite), which leaves the sums as they are: the tiles may take only the other steps, and
@@ -209,16 +313,6 @@ static int FNN_NAME(fnn_compact_panel)(FNN_T *panel, int kc, int zero, int *step
     return fnn_pad_steps(steps, q);
 }
 
-/* The k block of C (m x n) = A B^T: blocks of 128 keep B^T's panel (128 x FNN_NC) in L1; when
- * C has FNN_LARGE_C elements (2 MiB, L2) or more, every k block costs a pass over C from L3,
- * so blocks of up to 1024 (1024 x 2048 x 2048 NT: 136 -> 200 GFLOP/s); a bound of 2^12 cost
- * batch-32 products 12%. The NN/TN blocking of fnn_gemm_b_rows (B's block in L2) did not
- * speed these up (1024 x 2048 x 2048: 172-177 either way), so NT keeps this simpler one. */
-static inline int FNN_NAME(fnn_kc_max)(int m, int n, int k)
-{
-    return fnn_k_block(k, (ptrdiff_t)m * n >= FNN_LARGE_C ? FNN_KC_LARGE : FNN_KC);
-}
-
 /* The room one tile's step list takes for k blocks of up to kc: the steps, the whole vector
  * fnn_store_steps writes past the last, and fnn_pad_steps' prefetch padding. */
 static inline ptrdiff_t FNN_NAME(fnn_steps_ld)(int kc)
@@ -271,26 +365,130 @@ static void FNN_NAME(fnn_pack_b_strip)(FNN_T *dst, const FNN_T *b, ptrdiff_t ldb
                           FNN_OP(maskz_loadu)(v == nv - 1 ? last : FNN_FULL, b + p * ldb + j0 + FNN_LANES * v));
 }
 
-/* C = op(A) B with op(A)[i, p] = a[i rs_a + p cs_a] and B (k x n) row-major. Per k block, B is
- * packed nb columns at a time (strips of kc x FNN_NC, contiguous) and each 6-row tile of op(A)
- * sweeps those strips; op(A) is packed into 6-row panels when it is read transposed and reused
- * by several strips (m x kc). Two blockings (bench/gemm_shapes.py, GFLOP/s measured side by
- * side in a C harness, float32):
- *   small: kc <= 128, nb = FNN_NC: the strip's panel (32 KiB) stays in L1 for every row of C,
- *     and C in L2 across the k blocks;
- *   large: kc <= 448, B's block (at most FNN_KC_BLOCKED x FNN_NB_BLOCKED, 784 KiB, n split
- *     evenly into multiples of FNN_NC) in L2, each tile's 6 x kc of op(A) in L1, C passed over
- *     k / 448 times; the tiles prefetch their strip's rows, read from L2. Against the first
- *     blocking with k blocks of up to 1024 (its rule for such C until then, 384 x 384 blocks):
- *     2048 x 1024 x 2048 TN 159 -> 174-179, 784 x 1024 x 2048 TN 161 -> 178, 1024 x 2048 x
- *     2048 NN 169-176 -> 177-178.
- * The large blocking is taken for k > 128 (else both make one k block, and the small one's
- * panel stays in L1) when C has FNN_LARGE_C elements (2 MiB) or more, or half that and k >
- * 384 (four or more k blocks of the small blocking). Measured in one process, medians of 21
- * alternating runs (session 7), against 384 x 384 blocks of 384 columns, no prefetch, and the
- * large blocking from 2 MiB of C for any k: 1024 x 256 x 512 NN 168 -> 188, 1024 x 512 x 784
- * NN 177 -> 186, the wide step's products 1-4% faster; 512 x 512 x 256 TN and 784 x 512 x 32
- * TN lost 4-5% with the large blocking, so k <= 384 keeps the small one below 2 MiB. Blocks
+/* dst[p ldd + j] = src[j lds + p] for j < cols, p < kc: FNN_LANES x FNN_LANES blocks
+ * transposed in registers, the edges element by element. */
+static void FNN_NAME(fnn_pack_transposed)(FNN_T *dst, ptrdiff_t ldd, const FNN_T *src, ptrdiff_t lds, int cols, int kc)
+{
+    int j = 0;
+    for (; j + FNN_LANES <= cols; j += FNN_LANES) {
+        int p = 0;
+        for (; p + FNN_LANES <= kc; p += FNN_LANES)
+            FNN_NAME(fnn_transpose_block)(dst + (ptrdiff_t)p * ldd + j, ldd, src + (ptrdiff_t)j * lds + p, lds);
+        for (; p < kc; p++)
+            for (int q = 0; q < FNN_LANES; q++)
+                dst[(ptrdiff_t)p * ldd + j + q] = src[(ptrdiff_t)(j + q) * lds + p];
+    }
+    for (; j < cols; j++)
+        for (int p = 0; p < kc; p++)
+            dst[(ptrdiff_t)p * ldd + j] = src[(ptrdiff_t)j * lds + p];
+}
+
+/* Whether C = op(A) B (m x n, inner size k) takes fnn_gemm_b_rows's large blocking (B's
+ * block in L2), else fnn_gemm_small's (B's strip in L1): for k > 128 (else both make one k
+ * block, and the small one's panel stays in L1) when C has FNN_LARGE_C elements (2 MiB) or
+ * more, or half that and k > 384 (four or more k blocks of the small blocking). Measured in
+ * one process, medians of 21 alternating runs (session 7), against 384 x 384 blocks of 384
+ * columns, no prefetch, and the large blocking from 2 MiB of C for any k: 1024 x 256 x 512 NN
+ * 168 -> 188, 1024 x 512 x 784 NN 177 -> 186, the wide step's products 1-4% faster; 512 x
+ * 512 x 256 TN and 784 x 512 x 32 TN lost 4-5% with the large blocking, so k <= 384 keeps the
+ * small one below 2 MiB. */
+static inline int FNN_NAME(fnn_large_blocking)(int m, int n, int k)
+{
+    ptrdiff_t elements = (ptrdiff_t)m * n;
+    return k > FNN_KC && (elements >= FNN_LARGE_C || (elements >= FNN_LARGE_C / 2 && k > 3 * FNN_KC));
+}
+
+/* C = op(A) op(B) in the small blocking (bench/gemm_shapes.py; C harness, GFLOP/s side by
+ * side): k blocks of at most 128 and, per k block and per strip of FNN_NC columns, op(B)'s
+ * panel (kc x FNN_NC, 32 KiB: L1) packed once and swept down all rows of C, C staying in L2
+ * across the k blocks. op(A)[i, p] = a[i rs_a + p cs_a]; op(B) = B (k x n, row-major, ldb) or,
+ * with trans_b, B^T (B n x k), its panels packed by register transposes. C = A B^T takes it
+ * when C has fewer than FNN_LARGE_C elements; beyond, fnn_gemm_nt.
+ * Where a strip's panel serves several strips (n > FNN_NC) and op(A)'s rows are contiguous
+ * (A read in place, or A^T transposed into a buffer per k block), each full tile's rows are
+ * taken in pairs, each pair over only the steps where it is nonzero (fnn_pair_steps), looked
+ * for in each k block after one where a tile had enough (dense A: in the first only). Per
+ * product (a 784-512-256 network trained one epoch on Fashion-MNIST, its step's products at
+ * batch 128; C harness, fastnn's previous skipping, of steps where all 6 rows of a tile are
+ * zero, and the pairs side by side): X W1 0.93 -> 0.73 ms, H1 W2 0.27 -> 0.20, X^T dZ1 0.81
+ * -> 0.65, H1^T dZ2 0.34 -> 0.24, dZ2 W2^T (never skipped before) 0.32 -> 0.23.
+ * bias, relu and nonfinite: fnn_tile's epilogue, applied with the last k block.
+ * Its buffers are on the heap; returns 0 when one is unavailable. */
+static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
+                                    const FNN_T *b, ptrdiff_t ldb, int trans_b, FNN_T *c, ptrdiff_t ldc,
+                                    const FNN_T *bias, int relu, int *nonfinite)
+{
+    int transpose_a = cs_a != 1 && n > FNN_NC;   /* op(A) = A^T, reused by several strips */
+    int pairs = n > FNN_NC && (cs_a == 1 || transpose_a), look = pairs;
+    int kc_max = fnn_k_block(k, pairs ? FNN_KC_PAIRS : FNN_KC);
+    int tiles = m / FNN_MR;   /* full tiles: the ones taken in pairs */
+    ptrdiff_t ldd = kc_max + FNN_LANES, lds = FNN_NAME(fnn_steps_ld)(kc_max);
+    FNN_T *bpack = fnn_aligned_alloc((size_t)kc_max * FNN_NC * sizeof(FNN_T));
+    FNN_T *arows = transpose_a ? fnn_aligned_alloc((size_t)m * ldd * sizeof(FNN_T)) : NULL;
+    FNN_T *vals = pairs && tiles ? fnn_aligned_alloc((size_t)tiles * FNN_MR * ldd * sizeof(FNN_T)) : NULL;
+    int *steps = pairs && tiles ? fnn_aligned_alloc((size_t)tiles * FNN_PAIRS * lds * sizeof(int)) : NULL;
+    int *kept = pairs && tiles ? fnn_aligned_alloc((size_t)tiles * FNN_PAIRS * sizeof(int)) : NULL;
+    if (!bpack || (transpose_a && !arows) || (pairs && tiles && !(vals && steps && kept))) {
+        free(bpack);
+        free(arows);
+        free(vals);
+        free(steps);
+        free(kept);
+        return 0;
+    }
+    for (int p0 = 0; p0 < k; p0 += kc_max) {
+        int kc = k - p0 < kc_max ? k - p0 : kc_max;
+        int final = p0 + kc == k, found = 0;
+        const FNN_T *a_block = transpose_a ? arows : a + p0 * cs_a;
+        ptrdiff_t rs = transpose_a ? ldd : rs_a, cs = transpose_a ? 1 : cs_a;
+        if (transpose_a)   /* arows[i ldd + p] = A[p0 + p, i] */
+            FNN_NAME(fnn_pack_transposed)(arows, ldd, a + p0 * cs_a, cs_a, kc, m);
+        for (int t = 0; t < tiles && pairs; t++) {
+            int *t_kept = kept + t * FNN_PAIRS;
+            if (look)
+                found |= FNN_NAME(fnn_pair_steps)(a_block + t * FNN_MR * rs, rs, kc, vals + t * FNN_MR * ldd, ldd,
+                                                  steps + t * FNN_PAIRS * lds, lds, t_kept);
+            else
+                t_kept[0] = -1;
+        }
+        look = look && found;
+        for (int j0 = 0; j0 < n; j0 += FNN_NC) {
+            int nv;
+            FNN_MASK last;
+            int cols = FNN_NAME(fnn_strip)(n, j0, &nv, &last);
+            if (trans_b)
+                FNN_NAME(fnn_pack_transposed)(bpack, FNN_NC, b + (ptrdiff_t)j0 * ldb + p0, ldb, cols, kc);
+            else
+                FNN_NAME(fnn_pack_b_strip)(bpack, b + p0 * ldb, ldb, n, j0, kc);
+            const FNN_T *bias_tile = final && bias ? bias + j0 : NULL;
+            for (int i0 = 0; i0 < m; i0 += FNN_MR) {
+                int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR, t = i0 / FNN_MR;
+                FNN_T *c_tile = c + i0 * ldc + j0;
+                int listed = t < tiles && pairs;   /* then its lists are at index t */
+                FNN_NAME(fnn_tile_rows)(mr, nv, kc, a_block + i0 * rs, rs, cs, listed ? kept + t * FNN_PAIRS : NULL,
+                                        listed ? steps + t * FNN_PAIRS * lds : NULL, lds,
+                                        listed ? vals + t * FNN_MR * ldd : NULL, ldd, bpack, c_tile, ldc, last, p0 > 0,
+                                        bias_tile, final && relu, final ? nonfinite : NULL);
+            }
+        }
+    }
+    free(kept);
+    free(steps);
+    free(vals);
+    free(arows);
+    free(bpack);
+    return 1;
+}
+
+/* C = op(A) B in the large blocking (fnn_large_blocking), op(A)[i, p] = a[i rs_a + p cs_a] and
+ * B (k x n) row-major: k blocks of at most 448 and B's block (at most FNN_KC_BLOCKED x
+ * FNN_NB_BLOCKED, 784 KiB, n split evenly into multiples of FNN_NC) in L2, packed in strips
+ * of kc x FNN_NC, each 6-row tile of op(A) sweeping those strips with its 6 x kc in L1, C
+ * passed over k / 448 times; the tiles prefetch their strip's rows, read from L2. op(A) is
+ * packed into 6-row panels when it is read transposed (bench/gemm_shapes.py, GFLOP/s measured
+ * side by side in a C harness, float32). Against the small blocking with k blocks of up to
+ * 1024 (its rule for such C until then, 384 x 384 blocks): 2048 x 1024 x 2048 TN 159 ->
+ * 174-179, 784 x 1024 x 2048 TN 161 -> 178, 1024 x 2048 x 2048 NN 169-176 -> 177-178. Blocks
  * of 448 x 448 (784 KiB) instead of 384 x 384: NN 2-3% faster, TN and NT within 1%; 512 x 512
  * made TN 3-12% slower (its packed 6-row panels of A outgrow L1).
  * Its buffers are on the heap; returns 0 when one is unavailable. */
@@ -298,28 +496,25 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
                                      const FNN_T *b, ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc,
                                      const FNN_T *bias, int relu, int *nonfinite)
 {
-    ptrdiff_t elements = (ptrdiff_t)m * n;
-    int large = k > FNN_KC && (elements >= FNN_LARGE_C || (elements >= FNN_LARGE_C / 2 && k > 3 * FNN_KC));
-    int kc_max = fnn_k_block(k, large ? FNN_KC_BLOCKED : FNN_KC);
-    int nb = FNN_NC;
-    if (large) {   /* B's block: at most FNN_KC_BLOCKED x FNN_NB_BLOCKED elements, n split evenly */
-        int nb_max = FNN_KC_BLOCKED * FNN_NB_BLOCKED / kc_max / FNN_NC * FNN_NC;
-        int blocks = (n + nb_max - 1) / nb_max;
-        nb = ((n + blocks - 1) / blocks + FNN_NC - 1) / FNN_NC * FNN_NC;
-    }
-    /* zero steps are skipped where B's panels serve two strips or more: in panels of A^T
-     * (packed), or in A read in place (NN) after each tile's first strip, which brings it to L1
-     * (tested before it, the tile's A exposed the memory's latency: dense products 3-4% slower),
-     * looked for in each k block after one where a tile had enough (dense A: in the first only,
-     * which costs small products 1-2%, against 2-4% for looking in every k block) */
+    int kc_max = fnn_k_block(k, FNN_KC_BLOCKED);
+    /* B's block: at most FNN_KC_BLOCKED x FNN_NB_BLOCKED elements, n split evenly */
+    int nb_max = FNN_KC_BLOCKED * FNN_NB_BLOCKED / kc_max / FNN_NC * FNN_NC;
+    int blocks = (n + nb_max - 1) / nb_max;
+    int nb = ((n + blocks - 1) / blocks + FNN_NC - 1) / FNN_NC * FNN_NC;
+    /* zero steps (all 6 rows of a tile zero) are skipped where B's panels serve two strips or
+     * more: in panels of A^T (packed), or in A read in place (NN) after each tile's first
+     * strip of a block, which brings it to L1 (tested before it, the tile's A exposed the
+     * memory's latency: dense products 3-4% slower), looked for in each k block after one
+     * where a tile had enough (dense A: in the first only, which costs small products 1-2%,
+     * against 2-4% for looking in every k block) */
     int pack_a = rs_a == 1 && cs_a != 1 && n > FNN_NC;
     int in_place = cs_a == 1 && n > FNN_NC, look = in_place;
     int tiles = (m + FNN_MR - 1) / FNN_MR;
-    int listed = pack_a ? tiles : in_place ? (large ? 1 : tiles) : 0;   /* tiles with a step list */
+    int listed = pack_a ? tiles : in_place;   /* tiles with a step list (in place: the current one) */
     ptrdiff_t ldd = kc_max + FNN_LANES, lds = FNN_NAME(fnn_steps_ld)(kc_max);
     FNN_T *bpack = fnn_aligned_alloc((size_t)kc_max * nb * sizeof(FNN_T));
     FNN_T *apack = pack_a ? fnn_aligned_alloc((size_t)kc_max * (m + FNN_MR) * sizeof(FNN_T)) : NULL;
-    FNN_T *a_nonzero = in_place ? fnn_aligned_alloc((size_t)listed * FNN_MR * ldd * sizeof(FNN_T)) : NULL;
+    FNN_T *a_nonzero = in_place ? fnn_aligned_alloc((size_t)FNN_MR * ldd * sizeof(FNN_T)) : NULL;
     int *steps = listed ? fnn_aligned_alloc((size_t)listed * lds * sizeof(int)) : NULL;
     int *kept = listed ? fnn_aligned_alloc((size_t)listed * sizeof(int)) : NULL;
     if (!bpack || (pack_a && !apack) || (in_place && !a_nonzero) || (listed && !(steps && kept))) {
@@ -338,22 +533,20 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
             FNN_NAME(fnn_pack_a)(apack, a + p0 * cs_a, cs_a, m, kc, steps, lds, kept);
         for (int jb = 0; jb < n; jb += nb) {
             int jend = n - jb < nb ? n : jb + nb;
-            int first_strip = large ? jb : 0;   /* whose tiles bring A in place to L1 for this k block */
             for (int j0 = jb; j0 < jend; j0 += FNN_NC)
                 FNN_NAME(fnn_pack_b_strip)(bpack + (ptrdiff_t)(j0 - jb) * kc, b + p0 * ldb, ldb, n, j0, kc);
             for (int i0 = 0; i0 < m; i0 += FNN_MR) {
                 int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
                 const FNN_T *a_tile = pack_a ? apack + (ptrdiff_t)i0 * kc : a + i0 * rs_a + p0 * cs_a;
                 ptrdiff_t rs = pack_a ? 1 : rs_a, cs = pack_a ? FNN_MR : cs_a;
-                int t = large && in_place ? 0 : i0 / FNN_MR;   /* its step list */
+                int t = in_place ? 0 : i0 / FNN_MR;   /* its step list */
                 int *t_steps = listed ? steps + t * lds : NULL;
                 /* the tile's A at its listed steps: rows compacted by fnn_nonzero_steps (A in place) or
                  * the panel compacted by fnn_pack_a */
-                FNN_T *t_rows = in_place ? a_nonzero + (ptrdiff_t)t * FNN_MR * ldd : NULL;
-                const FNN_T *t_nonzero = in_place ? t_rows : a_tile;
+                const FNN_T *t_nonzero = in_place ? a_nonzero : a_tile;
                 ptrdiff_t t_rs = in_place ? ldd : rs, t_cs = in_place ? 1 : cs;
-                if (in_place && jb == first_strip)
-                    kept[t] = -1;
+                if (in_place)
+                    kept[0] = -1;
                 for (int j0 = jb; j0 < jend; j0 += FNN_NC) {
                     int nv;
                     FNN_MASK last;
@@ -366,9 +559,9 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
                                                  last, p0 > 0, bias_tile, final && relu, final ? nonfinite : NULL);
                     else
                         FNN_NAME(fnn_tile_any)(mr, nv, kc, a_tile, rs, cs, panel, FNN_NC, c_tile, ldc, last, p0 > 0,
-                                               bias_tile, final && relu, final ? nonfinite : NULL, large);
-                    if (look && j0 == first_strip && mr == FNN_MR) {   /* its tile brought A to L1 */
-                        kept[t] = FNN_NAME(fnn_nonzero_steps)(a_tile, rs, kc, t_rows, ldd, t_steps);
+                                               bias_tile, final && relu, final ? nonfinite : NULL, 1);
+                    if (look && j0 == jb && mr == FNN_MR) {   /* its tile brought A to L1 */
+                        kept[t] = FNN_NAME(fnn_nonzero_steps)(a_tile, rs, kc, a_nonzero, ldd, t_steps);
                         found |= kept[t] >= 0;
                     }
                 }
@@ -384,32 +577,17 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
     return 1;
 }
 
-/* dst[p * FNN_NC + j] = src[j * lds + p] for j < cols, p < kc: FNN_LANES x FNN_LANES blocks
- * transposed in registers, the edges element by element. */
-static void FNN_NAME(fnn_pack_transposed)(FNN_T *dst, const FNN_T *src, ptrdiff_t lds, int cols, int kc)
-{
-    int j = 0;
-    for (; j + FNN_LANES <= cols; j += FNN_LANES) {
-        int p = 0;
-        for (; p + FNN_LANES <= kc; p += FNN_LANES)
-            FNN_NAME(fnn_transpose_block)(dst + (ptrdiff_t)p * FNN_NC + j, src + (ptrdiff_t)j * lds + p, lds);
-        for (; p < kc; p++)
-            for (int q = 0; q < FNN_LANES; q++)
-                dst[(ptrdiff_t)p * FNN_NC + j + q] = src[(ptrdiff_t)(j + q) * lds + p];
-    }
-    for (; j < cols; j++)
-        for (int p = 0; p < kc; p++)
-            dst[(ptrdiff_t)p * FNN_NC + j] = src[(ptrdiff_t)j * lds + p];
-}
-
-/* C = A B^T, A (m x k), B (n x k): per FNN_NC-column strip and k block, B^T's panel
- * (kc x FNN_NC) packed on the heap and swept down all rows of C, the tiles prefetching its
- * rows when it is deeper than FNN_KC (in L2, not L1). Returns 0 when the buffer is
- * unavailable. */
+/* C = A B^T, A (m x k), B (n x k), for C of FNN_LARGE_C elements (2 MiB) or more (smaller C:
+ * fnn_gemm_small): per FNN_NC-column strip and k block of up to 1024, B^T's panel (kc x
+ * FNN_NC, in L2) packed on the heap and swept down all rows of C, the tiles prefetching its
+ * rows. Deeper k blocks save passes over C from L3 (1024 x 2048 x 2048 NT: blocks of 128
+ * 136 GFLOP/s, of 1024 200); the NN/TN blocking of fnn_gemm_b_rows (B's block in L2) did not
+ * speed these up (172-177 either way), so NT keeps this simpler one. Returns 0 when the
+ * buffer is unavailable. */
 static int FNN_NAME(fnn_gemm_nt)(int m, int n, int k, const FNN_T *a, ptrdiff_t lda, const FNN_T *b,
                                  ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc)
 {
-    int kc_max = FNN_NAME(fnn_kc_max)(m, n, k);
+    int kc_max = fnn_k_block(k, FNN_KC_LARGE);
     FNN_T *panel = fnn_aligned_alloc((size_t)kc_max * FNN_NC * sizeof(FNN_T));
     if (!panel)
         return 0;
@@ -419,7 +597,7 @@ static int FNN_NAME(fnn_gemm_nt)(int m, int n, int k, const FNN_T *a, ptrdiff_t 
         int cols = FNN_NAME(fnn_strip)(n, j0, &nv, &last);
         for (int p0 = 0; p0 < k; p0 += kc_max) {
             int kc = k - p0 < kc_max ? k - p0 : kc_max;
-            FNN_NAME(fnn_pack_transposed)(panel, b + (ptrdiff_t)j0 * ldb + p0, ldb, cols, kc);
+            FNN_NAME(fnn_pack_transposed)(panel, FNN_NC, b + (ptrdiff_t)j0 * ldb + p0, ldb, cols, kc);
             for (int i0 = 0; i0 < m; i0 += FNN_MR) {
                 int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR;
                 FNN_NAME(fnn_tile_any)(mr, nv, kc, a + i0 * lda + p0, lda, 1, panel, FNN_NC,
@@ -431,6 +609,16 @@ static int FNN_NAME(fnn_gemm_nt)(int m, int n, int k, const FNN_T *a, ptrdiff_t 
     return 1;
 }
 
+/* C = op(A) B (op(A)[i, p] = a[i rs_a + p cs_a], B k x n row-major) in the blocking that fits */
+static int FNN_NAME(fnn_gemm_rows)(int m, int n, int k, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
+                                   const FNN_T *b, ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc, const FNN_T *bias,
+                                   int relu, int *nonfinite)
+{
+    if (FNN_NAME(fnn_large_blocking)(m, n, k))
+        return FNN_NAME(fnn_gemm_b_rows)(m, n, k, a, rs_a, cs_a, b, ldb, c, ldc, bias, relu, nonfinite);
+    return FNN_NAME(fnn_gemm_small)(m, n, k, a, rs_a, cs_a, b, ldb, 0, c, ldc, bias, relu, nonfinite);
+}
+
 /* C = A^T B (A k x m, B k x n) for C narrower than a vector, as its transpose: C^T = B^T A is
  * as wide as C is tall, so its tiles use all their lanes (a one-vector tile of C uses n of
  * them and waits on its FMAs' latency); C^T is computed into a heap buffer and transposed.
@@ -439,7 +627,7 @@ static int FNN_NAME(fnn_gemm_tn_thin)(int m, int n, int k, const FNN_T *a, ptrdi
                                       ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc)
 {
     FNN_T *ct = fnn_aligned_alloc((size_t)n * m * sizeof(FNN_T));
-    int done = ct && FNN_NAME(fnn_gemm_b_rows)(n, m, k, b, 1, ldb, a, lda, ct, m, NULL, 0, NULL);
+    int done = ct && FNN_NAME(fnn_gemm_rows)(n, m, k, b, 1, ldb, a, lda, ct, m, NULL, 0, NULL);
     for (int i = 0; done && i < m; i++)
         for (int j = 0; j < n; j++)
             c[(ptrdiff_t)i * ldc + j] = ct[(ptrdiff_t)j * m + i];
@@ -462,15 +650,18 @@ static int FNN_NAME(fastnn_gemm)(int trans_a, int trans_b, int m, int n, int k, 
                 c[(ptrdiff_t)i * ldc + j] = 0;
         return 1;
     }
-    if (trans_b)
+    if (trans_b && (ptrdiff_t)m * n >= FNN_LARGE_C)
         return FNN_NAME(fnn_gemm_nt)(m, n, k, a, lda, b, ldb, c, ldc);
+    if (trans_b)
+        return FNN_NAME(fnn_gemm_small)(m, n, k, a, lda, 1, b, ldb, 1, c, ldc, NULL, 0, NULL);
     if (trans_a && n < FNN_LANES && m > FNN_NC && !(bias || relu || nonfinite))
         return FNN_NAME(fnn_gemm_tn_thin)(m, n, k, a, lda, b, ldb, c, ldc);
     if (trans_a)
-        return FNN_NAME(fnn_gemm_b_rows)(m, n, k, a, 1, lda, b, ldb, c, ldc, bias, relu, nonfinite);
-    return FNN_NAME(fnn_gemm_b_rows)(m, n, k, a, lda, 1, b, ldb, c, ldc, bias, relu, nonfinite);
+        return FNN_NAME(fnn_gemm_rows)(m, n, k, a, 1, lda, b, ldb, c, ldc, bias, relu, nonfinite);
+    return FNN_NAME(fnn_gemm_rows)(m, n, k, a, lda, 1, b, ldb, c, ldc, bias, relu, nonfinite);
 }
 
+#undef FNN_PAIR_CASE
 #undef FNN_STEPS_CASE
 #undef FNN_TILE_ROW
 #undef FNN_TILE_CASE
