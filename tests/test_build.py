@@ -111,15 +111,17 @@ def test_gemm_skips_all_zero_steps_exactly(dtype, trans_a, m, n, k, n_threads):
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_gemm_skips_zero_steps_of_row_pairs_exactly(dtype, trans_a, trans_b, n_threads):
-    """Products with C under 2 MiB and two strips of B or more take each full 6-row tile of
-    op(A) as three pairs of rows, each over only the steps where one of its two rows is
-    nonzero (k blocks of up to 96, here three). Pairs here have many such steps, few, none
-    left, or zeros in one row only; a tile whose pairs have too few zero steps is computed
-    whole; a NaN or infinity is a nonzero step. Each element of C is the same chain of FMAs as
-    the dense product's, so C equals, bit for bit, the product of each 4 rows alone (too few
-    for a full tile: no step skipped), and the float64 product to rounding."""
+    """Products with C under 2 MiB and two strips of B or more take the rows of op(A) in pairs,
+    each pair over only the steps where one of its two rows is nonzero (k blocks of up to 96,
+    here three): pairs of adjacent rows, or of rows sorted by their first steps' zeros where
+    those pairs share more zero steps (here the even rows are alike, and the odd ones); an odd
+    row left over is computed alone. Pairs here have many zero steps, few, none left, or zeros
+    in one row only; a block whose pairs have too few zero steps is computed in whole 6-row
+    tiles; a NaN or infinity is a nonzero step. Each element of C is the same chain of FMAs as
+    the dense product's, so C equals, bit for bit, the product of each 4 rows alone (the last
+    5), and the float64 product to rounding."""
     rng = np.random.default_rng(11)
-    m, n, k = 96, 150, 280
+    m, n, k = 97, 150, 280
     op_a = rng.standard_normal((m, k)).astype(dtype)
     for pair in range(m // 2):   # zero fraction per pair: most, half, few, all, one row only
         rows = slice(2 * pair, 2 * pair + 2)
@@ -128,7 +130,7 @@ def test_gemm_skips_zero_steps_of_row_pairs_exactly(dtype, trans_a, trans_b, n_t
             op_a[2 * pair, rng.random(k) < 0.8] = 0
         else:
             op_a[rows, rng.random(k) < (0.9, 0.5, 0.02, 1.0)[kind]] = 0
-    op_a[30:36] = rng.standard_normal((6, k)) * (rng.random(k) < 0.95)   # too few zero steps in its pairs
+    op_a[60:80] *= np.where(np.arange(20)[:, None] % 2, np.arange(k) % 2, 1 - np.arange(k) % 2)   # alike: every other
     op_a[10, 200] = np.nan    # a pair with 90% zero steps
     op_a[46, 100] = np.inf    # a pair otherwise all zero
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
@@ -145,9 +147,16 @@ def test_gemm_skips_zero_steps_of_row_pairs_exactly(dtype, trans_a, trans_b, n_t
     finite = np.isfinite(expected).all(axis=1)
     assert finite.sum() == m - 2
     assert_close(c[finite], expected[finite], dtype, scale=k)
-    assert not c[[2 * pair + r for pair in range(3, m // 2, 5) if pair != 23 for r in (0, 1)]].any()
+    assert not c[[2 * pair + r for pair in range(3, 30, 5) if pair != 23 for r in (0, 1)]].any()
     if not _blas.calls_blas(dtype, trans_a, trans_b, m, n, k):
-        np.testing.assert_array_equal(c, np.concatenate([product(op_a[i:i + 4]) for i in range(0, m, 4)]))
+        groups = [op_a[i:i + 4] for i in range(0, m - 5, 4)] + [op_a[m - 5:]]
+        np.testing.assert_array_equal(c, np.concatenate([product(rows) for rows in groups]))
+
+    # the whole of A dense: whole tiles
+    dense = rng.standard_normal((m, k)).astype(dtype)
+    c = np.full((m, n), -1.0, dtype)
+    _blas.gemm_rowmajor(dense.T.copy() if trans_a else dense, b, c, trans_a, trans_b, n_threads=n_threads)
+    assert_close(c, dense.astype(np.float64) @ op_b.astype(np.float64), dtype, scale=k)
 
 
 def test_gemm_rejects_mismatched_shapes():

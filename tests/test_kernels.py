@@ -498,10 +498,11 @@ FUSED_SHAPES = [(32, 784, 512), (7, 200, 331), (5, 1031, 67), (37, 257, 257), (1
                 (64, 6600, 10), (500, 400, 170), (37, 65, 17), (129, 13, 129)]
 
 
-def _adam_case(rng, batch, n_in, n_out):
+def _adam_case(rng, batch, n_in, n_out, sparse=True):
     x = rng.standard_normal((batch, n_in)).astype(np.float32)
-    x[rng.random(batch) < 0.5] = 0          # all-zero steps of X^T, which the fused product skips
-    x[rng.random(x.shape) < 0.4] = 0        # and zeros of single features (pairs of rows of X^T)
+    if sparse:   # all-zero steps of X^T, which the fused product skips, and zeros of single features
+        x[rng.random(batch) < 0.5] = 0
+        x[rng.random(x.shape) < 0.4] = 0
     W = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
     b = rng.standard_normal(n_out).astype(np.float32)
     y = np.empty((batch, n_out), np.float32)
@@ -516,13 +517,15 @@ def _adam_case(rng, batch, n_in, n_out):
 
 @pytest.mark.parametrize("batch,n_in,n_out", FUSED_SHAPES)
 @pytest.mark.parametrize("general", [False, True], ids=["plain", "amsgrad-clip-decay"])
-def test_dense_backward_with_adam_equals_gradient_then_adam_step(batch, n_in, n_out, general, n_threads):
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse-x", "dense-x"])
+def test_dense_backward_with_adam_equals_gradient_then_adam_step(batch, n_in, n_out, general, sparse, n_threads):
     """dense_backward(adam=...) updates W and its state exactly as dW followed by adam_step
     would (the weight gradient's product fused with the update where gemm_adam.h applies, else
-    the two passes), computes dx with W before the update, and leaves db as it was."""
+    the two passes: sparse x at batches up to 128 among them), computes dx with W before the
+    update, and leaves db as it was."""
     from fastnn._core import optim
     rng = np.random.default_rng(batch * 7 + n_in)
-    x, W, y, dy, state = _adam_case(rng, batch, n_in, n_out)
+    x, W, y, dy, state = _adam_case(rng, batch, n_in, n_out, sparse)
     lr, b1, b2, eps, step = 3e-3, 0.9, 0.999, 1e-8, 7
     wd, decoupled, clip = (0.05, True, 0.02) if general else (0.0, False, np.inf)
     vmax = state[2] if general else None

@@ -157,13 +157,16 @@ static void FNN_NAME(fnn_tile_steps)(int nv, int kc, const int *steps, const FNN
                            steps, 0);                                                                 \
         break;
 
-/* Two rows of a tile over their listed steps (A's values at them in rows rs_a apart), nv
- * vectors of a packed strip of B wide (fnn_tile with steps; the strip is in L1). */
+
+/* Two rows of C, at c and c + ldc (any two rows: ldc is their distance), over a pair's kc
+ * listed steps (fnn_pair_list), A's values at them in two rows ldd apart from a, nv vectors
+ * of a packed strip of B wide (fnn_tile with steps; the strip is in L1). */
 FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile_pair_sized)(int nv, int kc, const int *steps, const FNN_T *a,
-                                                     ptrdiff_t rs_a, const FNN_T *b, FNN_T *c, ptrdiff_t ldc,
+                                                     ptrdiff_t ldd, const FNN_T *b, FNN_T *c, ptrdiff_t ldc,
                                                      FNN_MASK last, int accumulate, const FNN_T *bias, int relu,
                                                      int *nonfinite)
 {
+    const ptrdiff_t rs_a = ldd;
     switch (nv) {
         FNN_PAIR_CASE(1) FNN_PAIR_CASE(2) FNN_PAIR_CASE(3) FNN_PAIR_CASE(4)
     default:
@@ -171,88 +174,128 @@ FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile_pair_sized)(int nv, int kc, const int *
     }
 }
 
-/* A full tile of C as its FNN_PAIRS pairs of rows, pair j over the kept[j] steps listed at
- * steps + j lds (fnn_pair_steps), with A's values at them in rows 2j, 2j + 1 of vals (ldd
- * apart); with and without the non-finite check, as fnn_tile_any. */
-static void FNN_NAME(fnn_tile_pairs)(int nv, const int *kept, const int *steps, ptrdiff_t lds, const FNN_T *vals,
-                                     ptrdiff_t ldd, const FNN_T *panel, FNN_T *c, ptrdiff_t ldc, FNN_MASK last,
-                                     int accumulate, const FNN_T *bias, int relu, int *nonfinite)
+/* fnn_tile_pair_sized, compiled with and without the non-finite check, as fnn_tile_any */
+static void FNN_NAME(fnn_tile_pair)(int nv, int kc, const int *steps, const FNN_T *a, ptrdiff_t ldd, const FNN_T *panel,
+                                    FNN_T *c, ptrdiff_t ldc, FNN_MASK last, int accumulate, const FNN_T *bias,
+                                    int relu, int *nonfinite)
 {
-    for (int j = 0; j < FNN_PAIRS; j++) {
-        const int *s = steps + j * lds;
-        const FNN_T *v = vals + 2 * j * ldd;
-        FNN_T *cj = c + 2 * j * ldc;
-        if (nonfinite)
-            FNN_NAME(fnn_tile_pair_sized)(nv, kept[j], s, v, ldd, panel, cj, ldc, last, accumulate, bias, relu,
-                                          nonfinite);
-        else
-            FNN_NAME(fnn_tile_pair_sized)(nv, kept[j], s, v, ldd, panel, cj, ldc, last, accumulate, bias, relu,
-                                          NULL);
-    }
+    if (nonfinite)
+        FNN_NAME(fnn_tile_pair_sized)(nv, kc, steps, a, ldd, panel, c, ldc, last, accumulate, bias, relu, nonfinite);
+    else
+        FNN_NAME(fnn_tile_pair_sized)(nv, kc, steps, a, ldd, panel, c, ldc, last, accumulate, bias, relu, NULL);
 }
 
 /* A tile of C (mr x nv vectors, a strip's packed panel in L1) over one k block of op(A)
- * (a[r rs_a + p cs_a]): in pairs of rows over their listed steps where kept (when not NULL)
- * says so (kept[0] >= 0, fnn_pair_steps; steps, lds, vals, ldd as fnn_tile_pairs takes
- * them), else whole. */
+ * (a[r rs_a + p cs_a]): where kept (when not NULL) says so (kept[0] >= 0, fnn_pair_steps) as
+ * its FNN_PAIRS pairs of adjacent rows, pair j over the kept[j] steps listed at steps + j lds,
+ * A's values at them in rows 2j, 2j + 1 of vals (ldd apart); else whole. */
 static void FNN_NAME(fnn_tile_rows)(int mr, int nv, int kc, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
                                     const int *kept, const int *steps, ptrdiff_t lds, const FNN_T *vals,
                                     ptrdiff_t ldd, const FNN_T *panel, FNN_T *c, ptrdiff_t ldc, FNN_MASK last,
                                     int accumulate, const FNN_T *bias, int relu, int *nonfinite)
 {
     if (kept && kept[0] >= 0)
-        FNN_NAME(fnn_tile_pairs)(nv, kept, steps, lds, vals, ldd, panel, c, ldc, last, accumulate, bias, relu,
-                                 nonfinite);
+        for (int j = 0; j < FNN_PAIRS; j++)
+            FNN_NAME(fnn_tile_pair)(nv, kept[j], steps + j * lds, vals + 2 * j * ldd, ldd, panel, c + 2 * j * ldc, ldc,
+                                    last, accumulate, bias, relu, nonfinite);
     else
         FNN_NAME(fnn_tile_any)(mr, nv, kc, a, rs_a, cs_a, panel, FNN_NC, c, ldc, last, accumulate, bias, relu,
                                nonfinite, 0);
 }
 
-/* The steps of a full tile of A (rows in place: a[r lda + p], p < kc) taken in pairs of rows
- * (the small blocking's; fnn_gemm_small): pair j's steps are those where row 2j or 2j + 1 is
- * nonzero (NaN and infinity count as nonzero), listed at steps + j lds and padded as
- * fnn_pad_steps does, kept[j] of them, with the pair's values at them in rows 2j, 2j + 1 of
- * dst (ldd >= kc + FNN_LANES apart). Returns 0, with kept[0] = -1 and nothing listed, when
- * fewer than FNN_PAIRS FNN_SKIP_MIN(kc) of the pairs' steps are zero (the tile is then
- * computed whole: lists cost dense products 3-15%); else 1.
- * A pair's steps are fewer than the whole tile's (Fashion-MNIST, a 784-512-256 network trained
- * one epoch, the fraction of steps kept: the input's rows 0.667 in pairs against 0.842 in
- * sixes, its columns (X^T) 0.556 against 0.689, H1's rows 0.490 against 0.700), and with the
- * strip of B in L1 a pair's 8 FMAs per step run as fast per FMA as the tile's 24 (C harness). */
+/* The chunks of FNN_LANES steps in a k block of kc: ceil(kc / FNN_LANES); masks hold one each */
+#define FNN_CHUNKS(kc) (((kc) + FNN_LANES - 1) / FNN_LANES)
+
+/* masks[c] = the lanes of the row's steps [c FNN_LANES, (c + 1) FNN_LANES) (p < kc) that are
+ * nonzero (NaN and infinity count as nonzero) */
+static inline void FNN_NAME(fnn_row_masks)(const FNN_T *row, int kc, FNN_MASK *masks)
+{
+    for (int p = 0; p < kc; p += FNN_LANES) {
+        FNN_MASK k = kc - p < FNN_LANES ? (FNN_MASK)((1u << (kc - p)) - 1u) : FNN_FULL;
+        masks[p / FNN_LANES] = FNN_MASK_CMP(k, FNN_OP(maskz_loadu)(k, row + p), FNN_OP(setzero)(), _CMP_NEQ_UQ);
+    }
+}
+
+/* The steps p < kc where neither of two rows is nonzero (their fnn_row_masks m0, m1) */
+static inline int FNN_NAME(fnn_pair_zeros)(const FNN_MASK *m0, const FNN_MASK *m1, int kc)
+{
+    int nonzero = 0;
+    for (int c = 0; c < FNN_CHUNKS(kc); c++)
+        nonzero += __builtin_popcount((unsigned)(m0[c] | m1[c]));
+    return kc - nonzero;
+}
+
+/* A pair of rows of A (r0, r1, their fnn_row_masks m0, m1) over the steps p < kc where one of
+ * them is nonzero: those steps listed in `steps` (padded as fnn_pad_steps does), the rows'
+ * values at them in d0 and d1 (room for kc + FNN_LANES each); returns their count. */
+static int FNN_NAME(fnn_pair_list)(const FNN_T *r0, const FNN_T *r1, const FNN_MASK *m0, const FNN_MASK *m1, int kc,
+                                   FNN_T *d0, FNN_T *d1, int *steps)
+{
+    int q = 0;
+    for (int p = 0; p < kc; p += FNN_LANES) {
+        FNN_MASK k = kc - p < FNN_LANES ? (FNN_MASK)((1u << (kc - p)) - 1u) : FNN_FULL;
+        FNN_MASK nonzero = m0[p / FNN_LANES] | m1[p / FNN_LANES];
+        FNN_OP(storeu)(d0 + q, FNN_OP(maskz_compress)(nonzero, FNN_OP(maskz_loadu)(k, r0 + p)));
+        FNN_OP(storeu)(d1 + q, FNN_OP(maskz_compress)(nonzero, FNN_OP(maskz_loadu)(k, r1 + p)));
+        fnn_store_steps(steps + q, nonzero, p, FNN_LANES);
+        q += __builtin_popcount(nonzero);
+    }
+    return fnn_pad_steps(steps, q);
+}
+
+/* A full 6-row tile of A (rows in place: a[r lda + p], p < kc <= FNN_KC_PAIRS) as its
+ * FNN_PAIRS pairs of adjacent rows: pair j's kept[j] steps (fnn_pair_list) at steps + j lds,
+ * its values in rows 2j, 2j + 1 of dst (ldd >= kc + FNN_LANES apart). Returns 0, with
+ * kept[0] = -1 and nothing listed, when fewer than FNN_PAIRS FNN_SKIP_MIN(kc) of the pairs'
+ * steps are zero (the tile is then computed whole: lists cost dense products 3-15%); else 1. */
 static int FNN_NAME(fnn_pair_steps)(const FNN_T *a, ptrdiff_t lda, int kc, FNN_T *dst, ptrdiff_t ldd, int *steps,
                                     ptrdiff_t lds, int *kept)
 {
+    FNN_MASK masks[FNN_MR][FNN_CHUNKS(FNN_KC_PAIRS)];
     int zero = 0;
-    for (int p = 0; p < kc; p += FNN_LANES) {   /* count first: a dense tile stops here */
-        FNN_MASK k = kc - p < FNN_LANES ? (FNN_MASK)((1u << (kc - p)) - 1u) : FNN_FULL;
-        for (int r = 0; r < FNN_MR; r += 2) {
-            FNN_MASK nonzero = FNN_MASK_CMP(k, FNN_OP(maskz_loadu)(k, a + r * lda + p), FNN_OP(setzero)(), _CMP_NEQ_UQ) |
-                               FNN_MASK_CMP(k, FNN_OP(maskz_loadu)(k, a + (r + 1) * lda + p), FNN_OP(setzero)(),
-                                            _CMP_NEQ_UQ);
-            zero += __builtin_popcount((unsigned)(k & ~nonzero));
-        }
-    }
+    for (int r = 0; r < FNN_MR; r++)
+        FNN_NAME(fnn_row_masks)(a + r * lda, kc, masks[r]);
+    for (int j = 0; j < FNN_PAIRS; j++)
+        zero += FNN_NAME(fnn_pair_zeros)(masks[2 * j], masks[2 * j + 1], kc);
     if (zero < FNN_PAIRS * FNN_SKIP_MIN(kc)) {
         kept[0] = -1;
         return 0;
     }
-    for (int j = 0; j < FNN_PAIRS; j++) {
-        const FNN_T *r0 = a + 2 * j * lda, *r1 = r0 + lda;
-        FNN_T *d0 = dst + 2 * j * ldd, *d1 = d0 + ldd;
-        int *s = steps + j * lds, q = 0;
-        for (int p = 0; p < kc; p += FNN_LANES) {
-            FNN_MASK k = kc - p < FNN_LANES ? (FNN_MASK)((1u << (kc - p)) - 1u) : FNN_FULL;
-            FNN_VEC v0 = FNN_OP(maskz_loadu)(k, r0 + p), v1 = FNN_OP(maskz_loadu)(k, r1 + p);
-            FNN_MASK nonzero = FNN_MASK_CMP(k, v0, FNN_OP(setzero)(), _CMP_NEQ_UQ) |
-                               FNN_MASK_CMP(k, v1, FNN_OP(setzero)(), _CMP_NEQ_UQ);
-            FNN_OP(storeu)(d0 + q, FNN_OP(maskz_compress)(nonzero, v0));
-            FNN_OP(storeu)(d1 + q, FNN_OP(maskz_compress)(nonzero, v1));
-            fnn_store_steps(s + q, nonzero, p, FNN_LANES);
-            q += __builtin_popcount(nonzero);
-        }
-        kept[j] = fnn_pad_steps(s, q);
-    }
+    for (int j = 0; j < FNN_PAIRS; j++)
+        kept[j] = FNN_NAME(fnn_pair_list)(a + 2 * j * lda, a + (2 * j + 1) * lda, masks[2 * j], masks[2 * j + 1], kc,
+                                          dst + 2 * j * ldd, dst + (2 * j + 1) * ldd, steps + j * lds);
     return 1;
+}
+
+/* order[0, m) = the rows 0..m-1 sorted by the nonzero pattern of their first 16 steps (their
+ * fnn_row_masks, `chunks` per row; a radix sort of 16-bit keys, stable), through tmp (m
+ * ints): rows alike there are alike across their k block, so pairs of neighbours in this
+ * order share more zero steps than pairs of adjacent rows (Fashion-MNIST, a 784-512-256
+ * network trained one epoch, the fraction of a pair's steps kept at k blocks of 96: the
+ * input's rows 0.667 adjacent, 0.581 sorted, 0.573 sorted by the whole block, 0.543 by
+ * greedy matching; H1's rows 0.488, 0.431; dZ2's 0.617, 0.532; H1's columns (k blocks of 64)
+ * 0.558, 0.438; the input's columns (X^T) 0.558, 0.584: adjacent pixels are alike). */
+static void FNN_NAME(fnn_sort_rows)(const FNN_MASK *masks, int chunks, int m, int *order, int *tmp)
+{
+    int count[257];
+    for (int pass = 0; pass < 2; pass++) {
+        const int *src = pass ? tmp : NULL;
+        int *dst = pass ? order : tmp;
+        for (int d = 0; d < 257; d++)
+            count[d] = 0;
+        for (int q = 0; q < m; q++) {
+            int i = src ? src[q] : q;
+            unsigned key = masks[i * chunks] | (FNN_LANES < 16 && chunks > 1 ? (unsigned)masks[i * chunks + 1] << 8 : 0);
+            count[((key >> (8 * pass)) & 255) + 1]++;
+        }
+        for (int d = 0; d < 256; d++)
+            count[d + 1] += count[d];
+        for (int q = 0; q < m; q++) {
+            int i = src ? src[q] : q;
+            unsigned key = masks[i * chunks] | (FNN_LANES < 16 && chunks > 1 ? (unsigned)masks[i * chunks + 1] << 8 : 0);
+            dst[count[(key >> (8 * pass)) & 255]++] = i;
+        }
+    }
 }
 
 /* Exact zeros of A skipped. A tile's step p adds a[r, p] B[p, :] to each row r of C; where the
@@ -419,39 +462,53 @@ static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff
                                     const FNN_T *bias, int relu, int *nonfinite)
 {
     int transpose_a = cs_a != 1 && n > FNN_NC;   /* op(A) = A^T, reused by several strips */
-    int pairs = n > FNN_NC && (cs_a == 1 || transpose_a), look = pairs;
-    int kc_max = fnn_k_block(k, pairs ? FNN_KC_PAIRS : FNN_KC);
-    int tiles = m / FNN_MR;   /* full tiles: the ones taken in pairs */
+    int pairs = n > FNN_NC && (cs_a == 1 || transpose_a) && m >= 2, look = pairs;
+    int kc_max = fnn_k_block(k, pairs ? FNN_KC_PAIRS : FNN_KC), chunks = FNN_CHUNKS(kc_max), npairs = m / 2;
     ptrdiff_t ldd = kc_max + FNN_LANES, lds = FNN_NAME(fnn_steps_ld)(kc_max);
     FNN_T *bpack = fnn_aligned_alloc((size_t)kc_max * FNN_NC * sizeof(FNN_T));
     FNN_T *arows = transpose_a ? fnn_aligned_alloc((size_t)m * ldd * sizeof(FNN_T)) : NULL;
-    FNN_T *vals = pairs && tiles ? fnn_aligned_alloc((size_t)tiles * FNN_MR * ldd * sizeof(FNN_T)) : NULL;
-    int *steps = pairs && tiles ? fnn_aligned_alloc((size_t)tiles * FNN_PAIRS * lds * sizeof(int)) : NULL;
-    int *kept = pairs && tiles ? fnn_aligned_alloc((size_t)tiles * FNN_PAIRS * sizeof(int)) : NULL;
-    if (!bpack || (transpose_a && !arows) || (pairs && tiles && !(vals && steps && kept))) {
+    FNN_T *vals = pairs ? fnn_aligned_alloc((size_t)npairs * 2 * ldd * sizeof(FNN_T)) : NULL;
+    FNN_MASK *masks = pairs ? fnn_aligned_alloc((size_t)m * chunks * sizeof(FNN_MASK)) : NULL;
+    int *steps = pairs ? fnn_aligned_alloc((size_t)npairs * lds * sizeof(int)) : NULL;
+    int *kept = pairs ? fnn_aligned_alloc((size_t)npairs * sizeof(int)) : NULL;
+    int *order = pairs ? fnn_aligned_alloc((size_t)2 * m * sizeof(int)) : NULL;   /* and its sort's buffer */
+    if (!bpack || (transpose_a && !arows) || (pairs && !(vals && masks && steps && kept && order))) {
         free(bpack);
         free(arows);
         free(vals);
+        free(masks);
         free(steps);
         free(kept);
+        free(order);
         return 0;
     }
     for (int p0 = 0; p0 < k; p0 += kc_max) {
         int kc = k - p0 < kc_max ? k - p0 : kc_max;
-        int final = p0 + kc == k, found = 0;
+        int final = p0 + kc == k, paired = 0;
         const FNN_T *a_block = transpose_a ? arows : a + p0 * cs_a;
         ptrdiff_t rs = transpose_a ? ldd : rs_a, cs = transpose_a ? 1 : cs_a;
         if (transpose_a)   /* arows[i ldd + p] = A[p0 + p, i] */
             FNN_NAME(fnn_pack_transposed)(arows, ldd, a + p0 * cs_a, cs_a, kc, m);
-        for (int t = 0; t < tiles && pairs; t++) {
-            int *t_kept = kept + t * FNN_PAIRS;
-            if (look)
-                found |= FNN_NAME(fnn_pair_steps)(a_block + t * FNN_MR * rs, rs, kc, vals + t * FNN_MR * ldd, ldd,
-                                                  steps + t * FNN_PAIRS * lds, lds, t_kept);
-            else
-                t_kept[0] = -1;
+        if (look) {   /* pairs of rows: adjacent ones or, where they share more zero steps, sorted */
+            int adjacent = 0, sorted = 0;
+            for (int i = 0; i < m; i++)
+                FNN_NAME(fnn_row_masks)(a_block + i * rs, kc, masks + i * chunks);
+            FNN_NAME(fnn_sort_rows)(masks, chunks, m, order, order + m);
+            for (int q = 0; q < npairs; q++) {
+                adjacent += FNN_NAME(fnn_pair_zeros)(masks + 2 * q * chunks, masks + (2 * q + 1) * chunks, kc);
+                sorted += FNN_NAME(fnn_pair_zeros)(masks + order[2 * q] * chunks, masks + order[2 * q + 1] * chunks, kc);
+            }
+            for (int i = 0; i < m && adjacent >= sorted; i++)
+                order[i] = i;
+            paired = (adjacent > sorted ? adjacent : sorted) >= npairs * FNN_SKIP_MIN(kc);
+            for (int q = 0; q < npairs && paired; q++) {
+                int i0 = order[2 * q], i1 = order[2 * q + 1];
+                kept[q] = FNN_NAME(fnn_pair_list)(a_block + i0 * rs, a_block + i1 * rs, masks + i0 * chunks,
+                                                  masks + i1 * chunks, kc, vals + 2 * q * ldd, vals + (2 * q + 1) * ldd,
+                                                  steps + q * lds);
+            }
+            look = paired;
         }
-        look = look && found;
         for (int j0 = 0; j0 < n; j0 += FNN_NC) {
             int nv;
             FNN_MASK last;
@@ -461,19 +518,24 @@ static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff
             else
                 FNN_NAME(fnn_pack_b_strip)(bpack, b + p0 * ldb, ldb, n, j0, kc);
             const FNN_T *bias_tile = final && bias ? bias + j0 : NULL;
-            for (int i0 = 0; i0 < m; i0 += FNN_MR) {
-                int mr = m - i0 < FNN_MR ? m - i0 : FNN_MR, t = i0 / FNN_MR;
-                FNN_T *c_tile = c + i0 * ldc + j0;
-                int listed = t < tiles && pairs;   /* then its lists are at index t */
-                FNN_NAME(fnn_tile_rows)(mr, nv, kc, a_block + i0 * rs, rs, cs, listed ? kept + t * FNN_PAIRS : NULL,
-                                        listed ? steps + t * FNN_PAIRS * lds : NULL, lds,
-                                        listed ? vals + t * FNN_MR * ldd : NULL, ldd, bpack, c_tile, ldc, last, p0 > 0,
-                                        bias_tile, final && relu, final ? nonfinite : NULL);
+            int *bad = final ? nonfinite : NULL;
+            for (int q = 0; q < npairs && paired; q++) {
+                int i0 = order[2 * q], i1 = order[2 * q + 1];
+                FNN_NAME(fnn_tile_pair)(nv, kept[q], steps + q * lds, vals + 2 * q * ldd, ldd, bpack,
+                                        c + i0 * ldc + j0, (i1 - i0) * ldc, last, p0 > 0, bias_tile, final && relu, bad);
             }
+            if (paired && m % 2)   /* the row left over */
+                FNN_NAME(fnn_tile_any)(1, nv, kc, a_block + order[m - 1] * rs, rs, cs, bpack, FNN_NC,
+                                       c + order[m - 1] * ldc + j0, ldc, last, p0 > 0, bias_tile, final && relu, bad, 0);
+            for (int i0 = 0; i0 < m && !paired; i0 += FNN_MR)
+                FNN_NAME(fnn_tile_any)(m - i0 < FNN_MR ? m - i0 : FNN_MR, nv, kc, a_block + i0 * rs, rs, cs, bpack,
+                                       FNN_NC, c + i0 * ldc + j0, ldc, last, p0 > 0, bias_tile, final && relu, bad, 0);
         }
     }
+    free(order);
     free(kept);
     free(steps);
+    free(masks);
     free(vals);
     free(arows);
     free(bpack);
@@ -661,6 +723,7 @@ static int FNN_NAME(fastnn_gemm)(int trans_a, int trans_b, int m, int n, int k, 
     return FNN_NAME(fnn_gemm_rows)(m, n, k, a, lda, 1, b, ldb, c, ldc, bias, relu, nonfinite);
 }
 
+#undef FNN_CHUNKS
 #undef FNN_PAIR_CASE
 #undef FNN_STEPS_CASE
 #undef FNN_TILE_ROW
