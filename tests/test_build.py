@@ -159,6 +159,29 @@ def test_gemm_skips_zero_steps_of_row_pairs_exactly(dtype, trans_a, trans_b, n_t
     assert_close(c, dense.astype(np.float64) @ op_b.astype(np.float64), dtype, scale=k)
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_gemm_tn_with_the_sparser_b_is_computed_as_its_transpose_exactly(dtype, n_threads):
+    """C = A^T B where B has a larger share of zeros than A (by 1/8 or more; a weight gradient
+    X^T dZ, dZ masked by ReLU) is computed as C^T = B^T A, whose pairs of rows skip B's zero
+    steps, and transposed: each element is the same chain of FMAs, so C equals, bit for bit,
+    the NN product of A^T (copied) with B, and the float64 product to rounding; with the
+    shares of zeros the other way round, the same."""
+    rng = np.random.default_rng(12)
+    k, m, n = 100, 150, 130
+    for sparse_b in (True, False):
+        a = rng.standard_normal((k, m)).astype(dtype)
+        b = rng.standard_normal((k, n)).astype(dtype)
+        (b if sparse_b else a)[rng.random((k, n) if sparse_b else (k, m)) < 0.6] = 0
+        a[rng.random((k, m)) < 0.1] = 0
+        c = np.full((m, n), np.nan, dtype)
+        _blas.gemm_rowmajor(a, b, c, True, n_threads=n_threads)
+        assert_close(c, a.T.astype(np.float64) @ b.astype(np.float64), dtype, scale=k)
+        if not _blas.calls_blas(dtype, True, False, m, n, k):
+            nn = np.full((m, n), np.nan, dtype)
+            _blas.gemm_rowmajor(a.T.copy(), b, nn, n_threads=n_threads)
+            np.testing.assert_array_equal(c, nn)
+
+
 def test_gemm_rejects_mismatched_shapes():
     a = np.ones((3, 4))
     with pytest.raises(ValueError, match="shapes"):

@@ -17,12 +17,15 @@
  * Compared with OpenBLAS (bench/gemm_shapes.py), this wins most where one dimension is small,
  * as in training steps (float32 at batch 32: forward 0.55-0.65 of OpenBLAS's time, which
  * packs the whole weight matrix per call), and by 0-14% on large products.
- * NN and TN products of two strips of B or more skip the steps p at which a tile's 6 rows of
- * op(A) are all zero (blank pixels, ReLU outputs; gemm_impl.h, fnn_nonzero_steps): the result
- * is the dense product's (B finite). Measured (C harness, old and new code side by side; a
- * 784-512-256 network trained 3 epochs on Fashion-MNIST): predict's X W1 and H1 W2 at 1024
- * rows 1.08x and 1.31x faster, a training step's at 128 rows 1.04x and 1.24x, its X^T dZ1
- * and H1^T dZ2 1.23x and 1.05x; the same products with dense A 0.975-1.007x.
+ * Products of two strips of B or more skip exact zeros of op(A) (blank pixels, ReLU outputs;
+ * the result is the dense product's, B finite). In the small blocking (gemm_impl.h,
+ * fnn_gemm_small) the rows of op(A) go in pairs, each pair over only the steps where one of
+ * its rows is nonzero, rows sorted so that pairs share their zeros: a training step's
+ * products on Fashion-MNIST (784-512-256, batch 128) take 0.76x the time of the previous
+ * skipping's. In the large blocking a tile skips the steps p at which its 6 rows of op(A) are
+ * all zero (gemm_impl.h, fnn_nonzero_steps). Measured (C harness, old and new code side by
+ * side; a 784-512-256 network trained 3 epochs on Fashion-MNIST): predict's X W1 and H1 W2
+ * at 1024 rows 1.08x and 1.31x faster than dense; the same products with dense A 0.975-1.007x.
  * TN products whose C is narrower than a vector (an output layer's weight gradient, 512 x 10)
  * are computed as C^T = B^T A, whose tiles use all their lanes: 1.14-1.79x faster (C harness,
  * 512 x 10 at k = 32-1024), the same bits.
@@ -43,14 +46,13 @@
 #include <immintrin.h>
 
 #define FNN_MR 6
-#define FNN_PAIRS (FNN_MR / 2)   /* pairs of rows in a tile (gemm_impl.h, fnn_pair_steps) */
 #define FNN_NV 4
 #define FNN_KC 128
-/* k blocks of the small blocking's products whose tiles are taken in pairs of rows (gemm_impl.h,
+/* k blocks of the small blocking's products whose rows are taken in pairs (gemm_impl.h,
  * fnn_gemm_small): their strip's panel (96 x 64 floats, 24 KiB) leaves room in L1 for the
- * pairs' values; the epoch's products of a 784-512-256 network on Fashion-MNIST (C harness,
- * against the previous skipping): 0.80-0.85x its time with blocks of 64, 0.79-0.81 with 96,
- * 0.79-0.90 with 112, 0.95 with 128 (X^T dZ1 at k = 128 1.38x slower). */
+ * pairs' values; the step's products of a 784-512-256 network on Fashion-MNIST (C harness,
+ * adjacent pairs against the previous skipping): 0.80-0.85x its time with blocks of 64,
+ * 0.79-0.81 with 96, 0.79-0.90 with 112, 0.95 with 128 (X^T dZ1 at k = 128 1.38x slower). */
 #define FNN_KC_PAIRS 96
 #define FNN_KC_LARGE 1024
 #define FNN_KC_BLOCKED 448

@@ -185,24 +185,6 @@ static void FNN_NAME(fnn_tile_pair)(int nv, int kc, const int *steps, const FNN_
         FNN_NAME(fnn_tile_pair_sized)(nv, kc, steps, a, ldd, panel, c, ldc, last, accumulate, bias, relu, NULL);
 }
 
-/* A tile of C (mr x nv vectors, a strip's packed panel in L1) over one k block of op(A)
- * (a[r rs_a + p cs_a]): where kept (when not NULL) says so (kept[0] >= 0, fnn_pair_steps) as
- * its FNN_PAIRS pairs of adjacent rows, pair j over the kept[j] steps listed at steps + j lds,
- * A's values at them in rows 2j, 2j + 1 of vals (ldd apart); else whole. */
-static void FNN_NAME(fnn_tile_rows)(int mr, int nv, int kc, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
-                                    const int *kept, const int *steps, ptrdiff_t lds, const FNN_T *vals,
-                                    ptrdiff_t ldd, const FNN_T *panel, FNN_T *c, ptrdiff_t ldc, FNN_MASK last,
-                                    int accumulate, const FNN_T *bias, int relu, int *nonfinite)
-{
-    if (kept && kept[0] >= 0)
-        for (int j = 0; j < FNN_PAIRS; j++)
-            FNN_NAME(fnn_tile_pair)(nv, kept[j], steps + j * lds, vals + 2 * j * ldd, ldd, panel, c + 2 * j * ldc, ldc,
-                                    last, accumulate, bias, relu, nonfinite);
-    else
-        FNN_NAME(fnn_tile_any)(mr, nv, kc, a, rs_a, cs_a, panel, FNN_NC, c, ldc, last, accumulate, bias, relu,
-                               nonfinite, 0);
-}
-
 /* The chunks of FNN_LANES steps in a k block of kc: ceil(kc / FNN_LANES); masks hold one each */
 #define FNN_CHUNKS(kc) (((kc) + FNN_LANES - 1) / FNN_LANES)
 
@@ -241,30 +223,6 @@ static int FNN_NAME(fnn_pair_list)(const FNN_T *r0, const FNN_T *r1, const FNN_M
         q += __builtin_popcount(nonzero);
     }
     return fnn_pad_steps(steps, q);
-}
-
-/* A full 6-row tile of A (rows in place: a[r lda + p], p < kc <= FNN_KC_PAIRS) as its
- * FNN_PAIRS pairs of adjacent rows: pair j's kept[j] steps (fnn_pair_list) at steps + j lds,
- * its values in rows 2j, 2j + 1 of dst (ldd >= kc + FNN_LANES apart). Returns 0, with
- * kept[0] = -1 and nothing listed, when fewer than FNN_PAIRS FNN_SKIP_MIN(kc) of the pairs'
- * steps are zero (the tile is then computed whole: lists cost dense products 3-15%); else 1. */
-static int FNN_NAME(fnn_pair_steps)(const FNN_T *a, ptrdiff_t lda, int kc, FNN_T *dst, ptrdiff_t ldd, int *steps,
-                                    ptrdiff_t lds, int *kept)
-{
-    FNN_MASK masks[FNN_MR][FNN_CHUNKS(FNN_KC_PAIRS)];
-    int zero = 0;
-    for (int r = 0; r < FNN_MR; r++)
-        FNN_NAME(fnn_row_masks)(a + r * lda, kc, masks[r]);
-    for (int j = 0; j < FNN_PAIRS; j++)
-        zero += FNN_NAME(fnn_pair_zeros)(masks[2 * j], masks[2 * j + 1], kc);
-    if (zero < FNN_PAIRS * FNN_SKIP_MIN(kc)) {
-        kept[0] = -1;
-        return 0;
-    }
-    for (int j = 0; j < FNN_PAIRS; j++)
-        kept[j] = FNN_NAME(fnn_pair_list)(a + 2 * j * lda, a + (2 * j + 1) * lda, masks[2 * j], masks[2 * j + 1], kc,
-                                          dst + 2 * j * ldd, dst + (2 * j + 1) * ldd, steps + j * lds);
-    return 1;
 }
 
 /* order[0, m) = the rows 0..m-1 sorted by the nonzero pattern of their first 16 steps (their
@@ -448,13 +406,20 @@ static inline int FNN_NAME(fnn_large_blocking)(int m, int n, int k)
  * with trans_b, B^T (B n x k), its panels packed by register transposes. C = A B^T takes it
  * when C has fewer than FNN_LARGE_C elements; beyond, fnn_gemm_nt.
  * Where a strip's panel serves several strips (n > FNN_NC) and op(A)'s rows are contiguous
- * (A read in place, or A^T transposed into a buffer per k block), each full tile's rows are
- * taken in pairs, each pair over only the steps where it is nonzero (fnn_pair_steps), looked
- * for in each k block after one where a tile had enough (dense A: in the first only). Per
- * product (a 784-512-256 network trained one epoch on Fashion-MNIST, its step's products at
- * batch 128; C harness, fastnn's previous skipping, of steps where all 6 rows of a tile are
- * zero, and the pairs side by side): X W1 0.93 -> 0.73 ms, H1 W2 0.27 -> 0.20, X^T dZ1 0.81
- * -> 0.65, H1^T dZ2 0.34 -> 0.24, dZ2 W2^T (never skipped before) 0.32 -> 0.23.
+ * (A read in place, or A^T transposed into a buffer per k block), the k blocks are of at most
+ * FNN_KC_PAIRS and the rows of op(A) are taken in pairs, each pair over only the steps where
+ * one of its rows is nonzero (fnn_pair_list): pairs of adjacent rows, or of neighbours in
+ * fnn_sort_rows's order where those share more zero steps; an odd row left over alone. Each
+ * element of C is then the dense product's chain of FMAs, less its zero steps (the result is
+ * the dense product's, B finite). Where the pairs share fewer than FNN_SKIP_MIN(kc) zero
+ * steps each on average, the block is computed in whole 6-row tiles, and later blocks are not
+ * looked at (dense A: the first only). Measured (C harness; a 784-512-256 network trained one
+ * epoch on Fashion-MNIST, its step's products at batch 128; fastnn's previous skipping, of the
+ * steps where all 6 rows of a tile are zero, adjacent pairs and sorted pairs side by side):
+ * X W1 0.93 -> 0.75 -> 0.67 ms, H1 W2 0.27 -> 0.21 -> 0.19, X^T dZ1 0.81 -> 0.69 (adjacent
+ * pixels: no sort), H1^T dZ2 0.34 -> 0.23 -> 0.21, dZ2 W2^T (never skipped before) 0.32 ->
+ * 0.24 -> 0.22; the step's products with Adam 2.90 -> 2.31 -> 2.20 ms; dense products within
+ * 1-2%.
  * bias, relu and nonfinite: fnn_tile's epilogue, applied with the last k block.
  * Its buffers are on the heap; returns 0 when one is unavailable. */
 static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
@@ -681,18 +646,47 @@ static int FNN_NAME(fnn_gemm_rows)(int m, int n, int k, const FNN_T *a, ptrdiff_
     return FNN_NAME(fnn_gemm_small)(m, n, k, a, rs_a, cs_a, b, ldb, 0, c, ldc, bias, relu, nonfinite);
 }
 
-/* C = A^T B (A k x m, B k x n) for C narrower than a vector, as its transpose: C^T = B^T A is
- * as wide as C is tall, so its tiles use all their lanes (a one-vector tile of C uses n of
- * them and waits on its FMAs' latency); C^T is computed into a heap buffer and transposed.
- * Returns 0 when the buffer is unavailable. */
-static int FNN_NAME(fnn_gemm_tn_thin)(int m, int n, int k, const FNN_T *a, ptrdiff_t lda, const FNN_T *b,
-                                      ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc)
+/* The elements of A (rows x cols, row-major, lda) that are zero */
+static ptrdiff_t FNN_NAME(fnn_count_zeros)(const FNN_T *a, ptrdiff_t lda, int rows, int cols)
+{
+    ptrdiff_t zero = 0;
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < cols; j += FNN_LANES) {
+            FNN_MASK k = cols - j < FNN_LANES ? (FNN_MASK)((1u << (cols - j)) - 1u) : FNN_FULL;
+            zero += __builtin_popcount(
+                FNN_MASK_CMP(k, FNN_OP(maskz_loadu)(k, a + r * lda + j), FNN_OP(setzero)(), _CMP_EQ_OQ));
+        }
+    return zero;
+}
+
+/* Whether C = A^T B (A k x m, B k x n) is computed as its transpose, C^T = B^T A
+ * (fnn_gemm_tn_swapped): where C is narrower than a vector (C^T is as wide as C is tall, so
+ * its tiles use all their lanes; a one-vector tile of C uses n of them and waits on its FMAs'
+ * latency: 1.14-1.79x faster, C harness, 512 x 10 at k = 32-1024), or where both take the
+ * small blocking's pairs of rows (gemm_impl.h, fnn_gemm_small) and B has a larger share of
+ * zeros than A by 1/8 or more: B^T's pairs of rows then skip more steps (a 784-512-256
+ * network trained one epoch on Fashion-MNIST, its step's weight gradient X^T dZ1 at batch 128:
+ * X has 50% zeros, dZ1 66%; 0.81 ms as X^T dZ1, 0.56 as dZ1^T X, 0.61 with the transpose). */
+static int FNN_NAME(fnn_tn_swaps)(int m, int n, int k, const FNN_T *a, ptrdiff_t lda, const FNN_T *b, ptrdiff_t ldb)
+{
+    if (n < FNN_LANES && m > FNN_NC)
+        return 1;
+    if (n <= FNN_NC || m <= FNN_NC || FNN_NAME(fnn_large_blocking)(m, n, k) || FNN_NAME(fnn_large_blocking)(n, m, k))
+        return 0;
+    /* zeros(B) / (k n) - zeros(A) / (k m) >= 1/8 */
+    return 8 * (FNN_NAME(fnn_count_zeros)(b, ldb, k, n) * m - FNN_NAME(fnn_count_zeros)(a, lda, k, m) * n) >=
+           (ptrdiff_t)k * m * n;
+}
+
+/* C = A^T B (A k x m, B k x n) as C^T = B^T A, computed into a heap buffer and transposed
+ * into C (fnn_tn_swaps says where). Returns 0 when the buffer is unavailable. */
+static int FNN_NAME(fnn_gemm_tn_swapped)(int m, int n, int k, const FNN_T *a, ptrdiff_t lda, const FNN_T *b,
+                                         ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc)
 {
     FNN_T *ct = fnn_aligned_alloc((size_t)n * m * sizeof(FNN_T));
     int done = ct && FNN_NAME(fnn_gemm_rows)(n, m, k, b, 1, ldb, a, lda, ct, m, NULL, 0, NULL);
-    for (int i = 0; done && i < m; i++)
-        for (int j = 0; j < n; j++)
-            c[(ptrdiff_t)i * ldc + j] = ct[(ptrdiff_t)j * m + i];
+    if (done)   /* c[i ldc + j] = ct[j m + i] */
+        FNN_NAME(fnn_pack_transposed)(c, ldc, ct, m, n, m);
     free(ct);
     return done;
 }
@@ -716,8 +710,8 @@ static int FNN_NAME(fastnn_gemm)(int trans_a, int trans_b, int m, int n, int k, 
         return FNN_NAME(fnn_gemm_nt)(m, n, k, a, lda, b, ldb, c, ldc);
     if (trans_b)
         return FNN_NAME(fnn_gemm_small)(m, n, k, a, lda, 1, b, ldb, 1, c, ldc, NULL, 0, NULL);
-    if (trans_a && n < FNN_LANES && m > FNN_NC && !(bias || relu || nonfinite))
-        return FNN_NAME(fnn_gemm_tn_thin)(m, n, k, a, lda, b, ldb, c, ldc);
+    if (trans_a && !(bias || relu || nonfinite) && FNN_NAME(fnn_tn_swaps)(m, n, k, a, lda, b, ldb))
+        return FNN_NAME(fnn_gemm_tn_swapped)(m, n, k, a, lda, b, ldb, c, ldc);
     if (trans_a)
         return FNN_NAME(fnn_gemm_rows)(m, n, k, a, 1, lda, b, ldb, c, ldc, bias, relu, nonfinite);
     return FNN_NAME(fnn_gemm_rows)(m, n, k, a, lda, 1, b, ldb, c, ldc, bias, relu, nonfinite);
