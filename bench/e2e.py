@@ -74,9 +74,9 @@ def products_trainer(threads, seed, blas=False):
     """(one epoch of fastnn's training-step products alone, nothing else; finish): the floor
     of fastnn's epoch time. The products are the step's (per layer X W, X^T dZ and, but for
     the first, dZ W^T) through fastnn's GEMM (or OpenBLAS's with blas=True), on the epoch's
-    shuffled batches with the activations of a network trained one epoch (the zeros its GEMM
-    skips are the real ones: blank pixels, ReLU outputs); dZ is dense (its zeros are never
-    skipped)."""
+    shuffled batches with the activations and gradients dZ of a network trained one epoch
+    (the zeros its GEMM skips are the real ones: blank pixels, ReLU outputs and their
+    gradients)."""
     import numpy as np
     from threadpoolctl import threadpool_limits
 
@@ -92,29 +92,38 @@ def products_trainer(threads, seed, blas=False):
     biases = [layer.params["b"] for layer in model.layers]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(X))
-    batches = []
+    batches = []   # per batch: each layer's input and dL/dZ (softmax cross-entropy, mean over the batch)
     for start in range(0, len(X), 128):
-        acts = [X[order[start:start + 128]]]
+        rows = order[start:start + 128]
+        acts = [X[rows]]
         for W, b in zip(Ws[:-1], biases[:-1]):
             acts.append(np.maximum(acts[-1] @ W + b, 0))
-        batches.append(acts)
+        logits = acts[-1] @ Ws[-1] + biases[-1]
+        dz = np.exp(logits - logits.max(axis=1, keepdims=True))
+        dz /= dz.sum(axis=1, keepdims=True)
+        dz[np.arange(len(rows)), y[rows]] -= 1
+        dZs = [dz / len(rows)]
+        for W, a in zip(Ws[:0:-1], acts[:0:-1]):
+            dZs.insert(0, (dZs[0] @ W.T) * (a > 0))
+        batches.append(acts + dZs)
     xs = [np.empty((128, W.shape[0]), W.dtype) for W in Ws]
+    dZs = [np.empty((128, W.shape[1]), W.dtype) for W in Ws]
     outs, dWs = [np.empty((128, W.shape[1]), W.dtype) for W in Ws], [np.empty_like(W) for W in Ws]
-    dZs = [rng.standard_normal((128, W.shape[1]), dtype=W.dtype) for W in Ws]
     dXs = [np.empty((128, W.shape[0]), W.dtype) for W in Ws]
 
     def epoch():
-        """Seconds in the products: each batch's activations are first copied, untimed, into
-        buffers the products then find in cache, as a step's backward pass finds what its
-        forward pass wrote."""
+        """Seconds in the products: each batch's activations and gradients are first copied,
+        untimed, into buffers the products then find in cache, as a step's backward pass finds
+        what its forward pass wrote."""
         seconds = 0.0
-        for acts in batches:
-            m = acts[0].shape[0]
-            batch = [x[:m] for x in xs]
-            for x, a in zip(batch, acts):
-                x[...] = a
+        for arrays in batches:
+            m = arrays[0].shape[0]
+            batch = [a[:m] for a in xs + dZs]
+            for buffer, a in zip(batch, arrays):
+                buffer[...] = a
             t0 = time.perf_counter()
-            step_products(batch, Ws, [a[:m] for a in outs], [a[:m] for a in dZs], dWs, [a[:m] for a in dXs], **kw)
+            step_products(batch[:len(Ws)], Ws, [a[:m] for a in outs], batch[len(Ws):], dWs, [a[:m] for a in dXs],
+                          **kw)
             seconds += time.perf_counter() - t0
         return seconds
 
