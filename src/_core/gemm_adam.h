@@ -93,37 +93,12 @@ static int fnn_sparse_f32(const float *a, int lda, int k, int m)
     return 8 * zero >= (ptrdiff_t)k * m;
 }
 
-/* The update of W from G = A^T B computed as C^T = B^T A (gemm_impl.h, fnn_tn_swaps: B's
- * share of zeros the larger), G^T into a heap buffer, then G 16 rows at a time: transposed
- * into a buffer that stays in cache and the update run from it; G never reaches memory (a
- * C harness, a 784-512-256 network trained one epoch on Fashion-MNIST, its step's X^T dZ1
- * with Adam: 0.72 ms through G in memory, 0.70-0.71 so). Returns 0 when a buffer is
- * unavailable. */
-static int fnn_adam_swapped_f32(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *p,
-                                float *mo, float *vo, float *vmax, int ldp, const fnn_adam_scalars *h)
-{
-    float *gt = fnn_aligned_alloc((size_t)n * m * sizeof(float)), *g = fnn_aligned_alloc((size_t)16 * n * sizeof(float));
-    int done = gt && g && fnn_gemm_rows_f32(n, m, k, b, 1, ldb, a, lda, gt, m, NULL, 0, NULL);
-    for (int i0 = 0; done && i0 < m; i0 += 16) {
-        int rows = m - i0 < 16 ? m - i0 : 16;
-        ptrdiff_t w = (ptrdiff_t)i0 * ldp;
-        fnn_pack_transposed_f32(g, n, gt + i0, m, n, rows);   /* g[r n + j] = G[i0 + r, j] */
-        fnn_adam_rows(p + w, mo + w, vo + w, vmax ? vmax + w : NULL, ldp, g, n, rows, n, h);
-    }
-    free(g);
-    free(gt);
-    return done;
-}
-
 static int fastnn_gemm_tn_adam_f32(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
                                    float *p, float *mo, float *vo, float *vmax, int ldp,
                                    const fnn_adam_scalars *h)
 {
-    if (!fastnn_gemm_applies(1, 0, m, n, k) || k <= 0 || k > FNN_ADAM_MAX_K)
-        return 0;
-    if (k <= FNN_KC && n > FNN_ADAM_NC && fnn_tn_swaps_f32(m, n, k, a, lda, b, ldb))
-        return fnn_adam_swapped_f32(m, n, k, a, lda, b, ldb, p, mo, vo, vmax, ldp, h);
-    if (k <= FNN_KC && n > FNN_ADAM_NC && fnn_sparse_f32(a, lda, k, m))
+    if (!fastnn_gemm_applies(1, 0, m, n, k) || k <= 0 || k > FNN_ADAM_MAX_K ||
+        (k <= FNN_KC && n > FNN_ADAM_NC && fnn_sparse_f32(a, lda, k, m)))
         return 0;
     int nb = FNN_ADAM_B_BYTES / (int)sizeof(float) / k / FNN_ADAM_NC * FNN_ADAM_NC;
     nb = nb < FNN_ADAM_NC ? FNN_ADAM_NC : nb > n ? (n + FNN_ADAM_NC - 1) / FNN_ADAM_NC * FNN_ADAM_NC : nb;
