@@ -83,14 +83,7 @@ static void fnn_adam_piece(float *p, float *mo, float *vo, float *vmax, ptrdiff_
  * 0.29-0.31 with adjacent pairs fused, 0.84-0.89 and 0.26-0.28 unfused. */
 static int fnn_sparse_f32(const float *a, int lda, int k, int m)
 {
-    ptrdiff_t zero = 0;
-    for (int p = 0; p < k; p++)
-        for (int i = 0; i < m; i += 16) {
-            __mmask16 in = m - i < 16 ? (__mmask16)((1u << (m - i)) - 1u) : 0xffff;
-            __m512 v = _mm512_maskz_loadu_ps(in, a + (ptrdiff_t)p * lda + i);
-            zero += __builtin_popcount(_mm512_mask_cmp_ps_mask(in, v, _mm512_setzero_ps(), _CMP_EQ_OQ));
-        }
-    return 8 * zero >= (ptrdiff_t)k * m;
+    return 8 * fnn_count_zeros_f32(a, lda, k, m) >= (ptrdiff_t)k * m;
 }
 
 static int fastnn_gemm_tn_adam_f32(int m, int n, int k, const float *a, int lda, const float *b, int ldb,

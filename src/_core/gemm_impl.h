@@ -437,17 +437,8 @@ static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff
     int *steps = pairs ? fnn_aligned_alloc((size_t)npairs * lds * sizeof(int)) : NULL;
     int *kept = pairs ? fnn_aligned_alloc((size_t)npairs * sizeof(int)) : NULL;
     int *order = pairs ? fnn_aligned_alloc((size_t)2 * m * sizeof(int)) : NULL;   /* and its sort's buffer */
-    if (!bpack || (transpose_a && !arows) || (pairs && !(vals && masks && steps && kept && order))) {
-        free(bpack);
-        free(arows);
-        free(vals);
-        free(masks);
-        free(steps);
-        free(kept);
-        free(order);
-        return 0;
-    }
-    for (int p0 = 0; p0 < k; p0 += kc_max) {
+    int done = bpack && (arows || !transpose_a) && (!pairs || (vals && masks && steps && kept && order));
+    for (int p0 = 0; done && p0 < k; p0 += kc_max) {
         int kc = k - p0 < kc_max ? k - p0 : kc_max;
         int final = p0 + kc == k, paired = 0;
         const FNN_T *a_block = transpose_a ? arows : a + p0 * cs_a;
@@ -504,7 +495,7 @@ static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff
     free(vals);
     free(arows);
     free(bpack);
-    return 1;
+    return done;
 }
 
 /* C = op(A) B in the large blocking (fnn_large_blocking), op(A)[i, p] = a[i rs_a + p cs_a] and
@@ -544,15 +535,8 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
     FNN_T *a_nonzero = in_place ? fnn_aligned_alloc((size_t)FNN_MR * ldd * sizeof(FNN_T)) : NULL;
     int *steps = listed ? fnn_aligned_alloc((size_t)listed * lds * sizeof(int)) : NULL;
     int *kept = listed ? fnn_aligned_alloc((size_t)listed * sizeof(int)) : NULL;
-    if (!bpack || (pack_a && !apack) || (in_place && !a_nonzero) || (listed && !(steps && kept))) {
-        free(bpack);
-        free(apack);
-        free(a_nonzero);
-        free(steps);
-        free(kept);
-        return 0;
-    }
-    for (int p0 = 0; p0 < k; p0 += kc_max) {
+    int done = bpack && (apack || !pack_a) && (a_nonzero || !in_place) && (!listed || (steps && kept));
+    for (int p0 = 0; done && p0 < k; p0 += kc_max) {
         int kc = k - p0 < kc_max ? k - p0 : kc_max;
         int final = p0 + kc == k;
         int found = 0;   /* a tile of A in place with enough zero steps, in this k block */
@@ -601,7 +585,7 @@ static int FNN_NAME(fnn_gemm_b_rows)(int m, int n, int k, const FNN_T *a, ptrdif
     free(a_nonzero);
     free(apack);
     free(bpack);
-    return 1;
+    return done;
 }
 
 /* C = A B^T, A (m x k), B (n x k), for C of FNN_LARGE_C elements (2 MiB) or more (smaller C:
