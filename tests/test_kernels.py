@@ -489,13 +489,11 @@ def test_labels_in_range():
     assert labels_in_range(np.array([], np.int64), 1)
 
 
-# (batch, in, out): single and several column blocks of the packed dZ (300 x 1000), row and
-# column splits over threads, edges of tiles and strips, thin outputs, and a batch beyond the
-# fused product's depth (500 > 448), which takes the gradient-then-update path
 # (batch, in, out): weights of 2^16 or more go through the fused product (odd shapes, tall, wide,
-# skinny); the smaller ones and batches beyond FUSED_ADAM_MAX_BATCH through the product, then Adam
+# skinny; batches of two k blocks of the pairs of rows, an odd row, edge strips); the smaller
+# ones and batches beyond FUSED_ADAM_MAX_BATCH through the product, then Adam
 FUSED_SHAPES = [(32, 784, 512), (7, 200, 331), (5, 1031, 67), (37, 257, 257), (129, 13, 5100), (300, 70, 1000),
-                (64, 6600, 10), (500, 400, 170), (37, 65, 17), (129, 13, 129)]
+                (64, 6600, 10), (500, 400, 170), (37, 65, 17), (129, 13, 129), (128, 551, 130), (100, 96, 731)]
 
 
 def _adam_case(rng, batch, n_in, n_out, sparse=True):

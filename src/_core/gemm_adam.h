@@ -17,7 +17,8 @@
  * arithmetic add up; what fusing hides is the memory traffic.
  * For k up to FNN_ADAM_MAX_K: B is packed once, in blocks of columns of at most 1 MiB (L2);
  * returns 0 (nothing done) for deeper products, where the update is a small part of the time,
- * for sparse A (fnn_sparse_f32), or when a buffer is unavailable. */
+ * or when a buffer is unavailable. Sparse products (k <= FNN_KC) take the small blocking's
+ * pairs of rows instead, the update following each strip of G (fnn_adam_paired_f32). */
 #ifndef FASTNN_GEMM_ADAM_H
 #define FASTNN_GEMM_ADAM_H
 #include "gemm.h"
@@ -75,24 +76,83 @@ static void fnn_adam_piece(float *p, float *mo, float *vo, float *vmax, ptrdiff_
 /* The deepest product (rows of X and dZ, the batch) fastnn_gemm_tn_adam_f32 computes fused */
 #define FNN_ADAM_MAX_K FNN_KC_BLOCKED
 
-/* Whether 1/8 or more of A's k x m elements (row-major, lda) are zero. Such products with k <=
- * FNN_KC and B's strips several go unfused: fastnn_gemm's pairs of rows (gemm_impl.h,
- * fnn_gemm_small), sorted where that shares more zero steps, skip more steps than the fused
- * product's tiles; a C harness (a 784-512-256 network trained one epoch on Fashion-MNIST, its
- * step's X^T dZ1 and H1^T dZ2 with Adam) measured 0.94-1.01 and 0.39 ms fused, 0.82-0.89 and
- * 0.29-0.31 with adjacent pairs fused, 0.84-0.89 and 0.26-0.28 unfused. */
+/* Whether 1/8 or more of A's k x m elements (row-major, lda) are zero */
 static int fnn_sparse_f32(const float *a, int lda, int k, int m)
 {
     return 8 * fnn_count_zeros_f32(a, lda, k, m) >= (ptrdiff_t)k * m;
+}
+
+/* The update of W from the strips of G that fnn_gemm_small completes (its strip_done), G = A^T
+ * B computed as it is (its strips: G's columns j0 .. j0 + cols of its `rows` rows) or as G^T =
+ * B^T A (G^T's strips: G's rows j0 .., `rows` columns each; transposed 16 rows at a time into
+ * g, which stays in L1). */
+typedef struct {
+    float *p, *mo, *vo, *vmax, *g;
+    ptrdiff_t ldp;
+    int rows;
+    const fnn_adam_scalars *h;
+} fnn_adam_strips;
+
+static void fnn_adam_columns(void *ctx, const float *cstrip, ptrdiff_t lds, int j0, int cols)
+{
+    const fnn_adam_strips *s = ctx;
+    fnn_adam_rows(s->p + j0, s->mo + j0, s->vo + j0, s->vmax ? s->vmax + j0 : NULL, s->ldp, cstrip, lds, s->rows,
+                  cols, s->h);
+}
+
+static void fnn_adam_transposed(void *ctx, const float *cstrip, ptrdiff_t lds, int j0, int cols)
+{
+    const fnn_adam_strips *s = ctx;
+    for (int r0 = 0; r0 < cols; r0 += 16) {
+        int rows = cols - r0 < 16 ? cols - r0 : 16;
+        ptrdiff_t w = (ptrdiff_t)(j0 + r0) * s->ldp;
+        fnn_pack_transposed_f32(s->g, s->rows, cstrip + r0, lds, s->rows, rows);   /* g[r rows + u] = G[j0 + r0 + r, u] */
+        fnn_adam_rows(s->p + w, s->mo + w, s->vo + w, s->vmax ? s->vmax + w : NULL, s->ldp, s->g, s->rows, rows,
+                      s->rows, s->h);
+    }
+}
+
+/* The fused product for sparse operands (k <= FNN_KC, B's strips several): the small
+ * blocking's pairs of rows (gemm_impl.h, fnn_gemm_small), which skip more zero steps than
+ * the 6-row tiles below, G^T = B^T A where B has the larger share of zeros by 1/8
+ * (fnn_tn_swaps: X^T dZ1 of a ReLU network on images), with the update as each strip of G
+ * (or G^T) completes, the strip still in cache: G (and G^T's 1.6 MiB for X^T dZ1) never
+ * reaches memory. Returns -1 where A and B are both dense (the tiles below take those), 0
+ * when a buffer is unavailable. Against the product into G (through G^T and its
+ * transposition for X^T dZ1) followed by the update in a pass of its own (a 784-512-256
+ * network trained one epoch on Fashion-MNIST, 40 of its batches of 128; dense_backward with
+ * Adam, old and new builds taking turns, 15 rounds): X^T dZ1 0.818 ms at best, 0.929 median
+ * (against 0.853, 1.151), H1^T dZ2 0.268, 0.289 (0.281, 0.357); the median round's ratios
+ * 0.86 and 0.89: the gain is the memory traffic, larger when the machine's caches are
+ * contended. */
+static int fnn_adam_paired_f32(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *p,
+                               float *mo, float *vo, float *vmax, int ldp, const fnn_adam_scalars *h)
+{
+    fnn_adam_strips s = {p, mo, vo, vmax, NULL, ldp, m, h};
+    if (fnn_tn_swaps_f32(m, n, k, a, lda, b, ldb)) {
+        s.rows = n;
+        s.g = fnn_aligned_alloc((size_t)16 * n * sizeof(float));
+        int done = s.g && fnn_gemm_small_f32(n, m, k, b, 1, ldb, a, lda, 0, NULL, 0, NULL, 0, NULL,
+                                             fnn_adam_transposed, &s);
+        free(s.g);
+        return done;
+    }
+    if (!fnn_sparse_f32(a, lda, k, m))
+        return -1;
+    return fnn_gemm_small_f32(m, n, k, a, 1, lda, b, ldb, 0, NULL, 0, NULL, 0, NULL, fnn_adam_columns, &s);
 }
 
 static int fastnn_gemm_tn_adam_f32(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
                                    float *p, float *mo, float *vo, float *vmax, int ldp,
                                    const fnn_adam_scalars *h)
 {
-    if (!fastnn_gemm_applies(1, 0, m, n, k) || k <= 0 || k > FNN_ADAM_MAX_K ||
-        (k <= FNN_KC && n > FNN_ADAM_NC && fnn_sparse_f32(a, lda, k, m)))
+    if (!fastnn_gemm_applies(1, 0, m, n, k) || k <= 0 || k > FNN_ADAM_MAX_K)
         return 0;
+    if (k <= FNN_KC && n > FNN_ADAM_NC) {
+        int paired = fnn_adam_paired_f32(m, n, k, a, lda, b, ldb, p, mo, vo, vmax, ldp, h);
+        if (paired >= 0)
+            return paired;
+    }
     int nb = FNN_ADAM_B_BYTES / (int)sizeof(float) / k / FNN_ADAM_NC * FNN_ADAM_NC;
     nb = nb < FNN_ADAM_NC ? FNN_ADAM_NC : nb > n ? (n + FNN_ADAM_NC - 1) / FNN_ADAM_NC * FNN_ADAM_NC : nb;
     int tiles = (m + FNN_MR - 1) / FNN_MR;

@@ -399,6 +399,42 @@ static inline int FNN_NAME(fnn_large_blocking)(int m, int n, int k)
     return k > FNN_KC && (elements >= FNN_LARGE_C || (elements >= FNN_LARGE_C / 2 && k > 3 * FNN_KC));
 }
 
+/* What fnn_gemm_small hands each strip of C once complete: the strip's rows at cstrip (row
+ * stride ldc), its columns j0 .. j0 + cols of C; ctx is the caller's. */
+typedef void (*FNN_NAME(fnn_strip_fn))(void *ctx, const FNN_T *cstrip, ptrdiff_t ldc, int j0, int cols);
+
+/* One k block of kc steps of op(A) (m rows, a_block[i rs + p]) prepared for fnn_gemm_small's
+ * pairs of rows: adjacent rows or, where those share more zero steps, neighbours in
+ * fnn_sort_rows's order (order: 2m ints, the rows then the sort's buffer; masks: m x
+ * FNN_CHUNKS(kc)); each pair q's steps, their count and its rows' values at them
+ * (fnn_pair_list: steps + q lds, kept[q], vals + 2q ldd). Returns 0, the block to be
+ * computed in whole tiles, where the pairs share fewer than FNN_SKIP_MIN(kc) zero steps each
+ * on average. */
+static int FNN_NAME(fnn_prepare_pairs)(int m, int kc, const FNN_T *a_block, ptrdiff_t rs, FNN_MASK *masks,
+                                       int *order, FNN_T *vals, ptrdiff_t ldd, int *steps, ptrdiff_t lds,
+                                       int *kept)
+{
+    int chunks = FNN_CHUNKS(kc), npairs = m / 2, adjacent = 0, sorted = 0;
+    for (int i = 0; i < m; i++)
+        FNN_NAME(fnn_row_masks)(a_block + i * rs, kc, masks + i * chunks);
+    FNN_NAME(fnn_sort_rows)(masks, chunks, m, order, order + m);
+    for (int q = 0; q < npairs; q++) {
+        adjacent += FNN_NAME(fnn_pair_zeros)(masks + 2 * q * chunks, masks + (2 * q + 1) * chunks, kc);
+        sorted += FNN_NAME(fnn_pair_zeros)(masks + order[2 * q] * chunks, masks + order[2 * q + 1] * chunks, kc);
+    }
+    for (int i = 0; i < m && adjacent >= sorted; i++)
+        order[i] = i;
+    if ((adjacent > sorted ? adjacent : sorted) < npairs * FNN_SKIP_MIN(kc))
+        return 0;
+    for (int q = 0; q < npairs; q++) {
+        int i0 = order[2 * q], i1 = order[2 * q + 1];
+        kept[q] = FNN_NAME(fnn_pair_list)(a_block + i0 * rs, a_block + i1 * rs, masks + i0 * chunks,
+                                          masks + i1 * chunks, kc, vals + 2 * q * ldd, vals + (2 * q + 1) * ldd,
+                                          steps + q * lds);
+    }
+    return 1;
+}
+
 /* C = op(A) op(B) in the small blocking (bench/gemm_shapes.py; C harness, GFLOP/s side by
  * side): k blocks of at most 128 and, per k block and per strip of FNN_NC columns, op(B)'s
  * panel (kc x FNN_NC, 32 KiB: L1) packed once and swept down all rows of C, C staying in L2
@@ -421,79 +457,91 @@ static inline int FNN_NAME(fnn_large_blocking)(int m, int n, int k)
  * 0.24 -> 0.22; the step's products with Adam 2.90 -> 2.31 -> 2.20 ms; dense products within
  * 1-2%.
  * bias, relu and nonfinite: fnn_tile's epilogue, applied with the last k block.
+ * strip_done (when not NULL): called with each strip of C once complete, C then a buffer of
+ * one strip (c and ldc unused): every k block is prepared first (fnn_prepare_pairs), and each
+ * strip swept through them all, so a caller can consume C strip by strip while it is in cache
+ * (gemm_adam.h: a weight gradient's Adam update); the same elements, bit for bit.
  * Its buffers are on the heap; returns 0 when one is unavailable. */
 static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
                                     const FNN_T *b, ptrdiff_t ldb, int trans_b, FNN_T *c, ptrdiff_t ldc,
-                                    const FNN_T *bias, int relu, int *nonfinite)
+                                    const FNN_T *bias, int relu, int *nonfinite, FNN_NAME(fnn_strip_fn) strip_done,
+                                    void *ctx)
 {
     int transpose_a = cs_a != 1 && n > FNN_NC;   /* op(A) = A^T, reused by several strips */
     int pairs = n > FNN_NC && (cs_a == 1 || transpose_a) && m >= 2, look = pairs;
     int kc_max = fnn_k_block(k, pairs ? FNN_KC_PAIRS : FNN_KC), chunks = FNN_CHUNKS(kc_max), npairs = m / 2;
+    int blocks = (k + kc_max - 1) / kc_max, group = strip_done ? blocks : 1;   /* k blocks prepared at once */
     ptrdiff_t ldd = kc_max + FNN_LANES, lds = FNN_NAME(fnn_steps_ld)(kc_max);
+    /* per k block of a group: A^T's block (arows), the pairs' values, steps and counts, the rows' order */
+    ptrdiff_t a_size = transpose_a ? (ptrdiff_t)m * ldd : 0, v_size = (ptrdiff_t)npairs * 2 * ldd;
+    ptrdiff_t s_size = (ptrdiff_t)npairs * lds;
     FNN_T *bpack = fnn_aligned_alloc((size_t)kc_max * FNN_NC * sizeof(FNN_T));
-    FNN_T *arows = transpose_a ? fnn_aligned_alloc((size_t)m * ldd * sizeof(FNN_T)) : NULL;
-    FNN_T *vals = pairs ? fnn_aligned_alloc((size_t)npairs * 2 * ldd * sizeof(FNN_T)) : NULL;
+    FNN_T *cstrip = strip_done ? fnn_aligned_alloc((size_t)m * FNN_NC * sizeof(FNN_T)) : NULL;
+    FNN_T *arows = transpose_a ? fnn_aligned_alloc((size_t)(group * a_size) * sizeof(FNN_T)) : NULL;
+    FNN_T *vals = pairs ? fnn_aligned_alloc((size_t)(group * v_size) * sizeof(FNN_T)) : NULL;
     FNN_MASK *masks = pairs ? fnn_aligned_alloc((size_t)m * chunks * sizeof(FNN_MASK)) : NULL;
-    int *steps = pairs ? fnn_aligned_alloc((size_t)npairs * lds * sizeof(int)) : NULL;
-    int *kept = pairs ? fnn_aligned_alloc((size_t)npairs * sizeof(int)) : NULL;
-    int *order = pairs ? fnn_aligned_alloc((size_t)2 * m * sizeof(int)) : NULL;   /* and its sort's buffer */
-    int done = bpack && (arows || !transpose_a) && (!pairs || (vals && masks && steps && kept && order));
-    for (int p0 = 0; done && p0 < k; p0 += kc_max) {
-        int kc = k - p0 < kc_max ? k - p0 : kc_max;
-        int final = p0 + kc == k, paired = 0;
-        const FNN_T *a_block = transpose_a ? arows : a + p0 * cs_a;
-        ptrdiff_t rs = transpose_a ? ldd : rs_a, cs = transpose_a ? 1 : cs_a;
-        if (transpose_a)   /* arows[i ldd + p] = A[p0 + p, i] */
-            FNN_NAME(fnn_pack_transposed)(arows, ldd, a + p0 * cs_a, cs_a, kc, m);
-        if (look) {   /* pairs of rows: adjacent ones or, where they share more zero steps, sorted */
-            int adjacent = 0, sorted = 0;
-            for (int i = 0; i < m; i++)
-                FNN_NAME(fnn_row_masks)(a_block + i * rs, kc, masks + i * chunks);
-            FNN_NAME(fnn_sort_rows)(masks, chunks, m, order, order + m);
-            for (int q = 0; q < npairs; q++) {
-                adjacent += FNN_NAME(fnn_pair_zeros)(masks + 2 * q * chunks, masks + (2 * q + 1) * chunks, kc);
-                sorted += FNN_NAME(fnn_pair_zeros)(masks + order[2 * q] * chunks, masks + order[2 * q + 1] * chunks, kc);
-            }
-            for (int i = 0; i < m && adjacent >= sorted; i++)
-                order[i] = i;
-            paired = (adjacent > sorted ? adjacent : sorted) >= npairs * FNN_SKIP_MIN(kc);
-            for (int q = 0; q < npairs && paired; q++) {
-                int i0 = order[2 * q], i1 = order[2 * q + 1];
-                kept[q] = FNN_NAME(fnn_pair_list)(a_block + i0 * rs, a_block + i1 * rs, masks + i0 * chunks,
-                                                  masks + i1 * chunks, kc, vals + 2 * q * ldd, vals + (2 * q + 1) * ldd,
-                                                  steps + q * lds);
-            }
-            look = paired;
+    int *steps = pairs ? fnn_aligned_alloc((size_t)(group * s_size) * sizeof(int)) : NULL;
+    int *kept = pairs ? fnn_aligned_alloc((size_t)group * npairs * sizeof(int)) : NULL;
+    int *order = pairs ? fnn_aligned_alloc((size_t)group * 2 * m * sizeof(int)) : NULL;   /* and the sort's buffer */
+    int *paired = fnn_aligned_alloc((size_t)group * sizeof(int));
+    int done = bpack && paired && (cstrip || !strip_done) && (arows || !transpose_a) &&
+               (!pairs || (vals && masks && steps && kept && order));
+    if (strip_done)
+        ldc = FNN_NC;
+    for (int g0 = 0; done && g0 < blocks; g0 += group) {
+        int in_group = blocks - g0 < group ? blocks - g0 : group;
+        for (int t = 0; t < in_group; t++) {
+            int p0 = (g0 + t) * kc_max, kc = k - p0 < kc_max ? k - p0 : kc_max;
+            if (transpose_a)   /* arows[i ldd + p] = A[p0 + p, i] */
+                FNN_NAME(fnn_pack_transposed)(arows + t * a_size, ldd, a + p0 * cs_a, cs_a, kc, m);
+            paired[t] = look && FNN_NAME(fnn_prepare_pairs)(m, kc, transpose_a ? arows + t * a_size : a + p0 * cs_a,
+                                                            transpose_a ? ldd : rs_a, masks, order + t * 2 * m,
+                                                            vals + t * v_size, ldd, steps + t * s_size, lds,
+                                                            kept + t * npairs);
+            look = paired[t];
         }
         for (int j0 = 0; j0 < n; j0 += FNN_NC) {
             int nv;
             FNN_MASK last;
             int cols = FNN_NAME(fnn_strip)(n, j0, &nv, &last);
-            if (trans_b)
-                FNN_NAME(fnn_pack_transposed)(bpack, FNN_NC, b + (ptrdiff_t)j0 * ldb + p0, ldb, cols, kc);
-            else
-                FNN_NAME(fnn_pack_b_strip)(bpack, b + p0 * ldb, ldb, n, j0, kc);
-            const FNN_T *bias_tile = final && bias ? bias + j0 : NULL;
-            int *bad = final ? nonfinite : NULL;
-            for (int q = 0; q < npairs && paired; q++) {
-                int i0 = order[2 * q], i1 = order[2 * q + 1];
-                FNN_NAME(fnn_tile_pair)(nv, kept[q], steps + q * lds, vals + 2 * q * ldd, ldd, bpack,
-                                        c + i0 * ldc + j0, (i1 - i0) * ldc, last, p0 > 0, bias_tile, final && relu, bad);
+            FNN_T *c_strip = strip_done ? cstrip : c + j0;
+            for (int t = 0; t < in_group; t++) {
+                int p0 = (g0 + t) * kc_max, kc = k - p0 < kc_max ? k - p0 : kc_max, final = p0 + kc == k;
+                const FNN_T *a_block = transpose_a ? arows + t * a_size : a + p0 * cs_a;
+                ptrdiff_t rs = transpose_a ? ldd : rs_a, cs = transpose_a ? 1 : cs_a;
+                const int *row = order ? order + t * 2 * m : NULL;
+                const FNN_T *bias_tile = final && bias ? bias + j0 : NULL;
+                int *bad = final ? nonfinite : NULL;
+                if (trans_b)
+                    FNN_NAME(fnn_pack_transposed)(bpack, FNN_NC, b + (ptrdiff_t)j0 * ldb + p0, ldb, cols, kc);
+                else
+                    FNN_NAME(fnn_pack_b_strip)(bpack, b + p0 * ldb, ldb, n, j0, kc);
+                for (int q = 0; q < npairs && paired[t]; q++)
+                    FNN_NAME(fnn_tile_pair)(nv, kept[t * npairs + q], steps + t * s_size + q * lds,
+                                            vals + t * v_size + 2 * q * ldd, ldd, bpack, c_strip + row[2 * q] * ldc,
+                                            (row[2 * q + 1] - row[2 * q]) * ldc, last, p0 > 0, bias_tile,
+                                            final && relu, bad);
+                if (paired[t] && m % 2)   /* the row left over */
+                    FNN_NAME(fnn_tile_any)(1, nv, kc, a_block + row[m - 1] * rs, rs, cs, bpack, FNN_NC,
+                                           c_strip + row[m - 1] * ldc, ldc, last, p0 > 0, bias_tile, final && relu,
+                                           bad, 0);
+                for (int i0 = 0; i0 < m && !paired[t]; i0 += FNN_MR)
+                    FNN_NAME(fnn_tile_any)(m - i0 < FNN_MR ? m - i0 : FNN_MR, nv, kc, a_block + i0 * rs, rs, cs,
+                                           bpack, FNN_NC, c_strip + i0 * ldc, ldc, last, p0 > 0, bias_tile,
+                                           final && relu, bad, 0);
             }
-            if (paired && m % 2)   /* the row left over */
-                FNN_NAME(fnn_tile_any)(1, nv, kc, a_block + order[m - 1] * rs, rs, cs, bpack, FNN_NC,
-                                       c + order[m - 1] * ldc + j0, ldc, last, p0 > 0, bias_tile, final && relu, bad, 0);
-            for (int i0 = 0; i0 < m && !paired; i0 += FNN_MR)
-                FNN_NAME(fnn_tile_any)(m - i0 < FNN_MR ? m - i0 : FNN_MR, nv, kc, a_block + i0 * rs, rs, cs, bpack,
-                                       FNN_NC, c + i0 * ldc + j0, ldc, last, p0 > 0, bias_tile, final && relu, bad, 0);
+            if (strip_done)
+                strip_done(ctx, cstrip, FNN_NC, j0, cols);
         }
     }
+    free(paired);
     free(order);
     free(kept);
     free(steps);
     free(masks);
     free(vals);
     free(arows);
+    free(cstrip);
     free(bpack);
     return done;
 }
@@ -627,7 +675,8 @@ static int FNN_NAME(fnn_gemm_rows)(int m, int n, int k, const FNN_T *a, ptrdiff_
 {
     if (FNN_NAME(fnn_large_blocking)(m, n, k))
         return FNN_NAME(fnn_gemm_b_rows)(m, n, k, a, rs_a, cs_a, b, ldb, c, ldc, bias, relu, nonfinite);
-    return FNN_NAME(fnn_gemm_small)(m, n, k, a, rs_a, cs_a, b, ldb, 0, c, ldc, bias, relu, nonfinite);
+    return FNN_NAME(fnn_gemm_small)(m, n, k, a, rs_a, cs_a, b, ldb, 0, c, ldc, bias, relu, nonfinite, NULL,
+                                    NULL);
 }
 
 /* The elements of A (rows x cols, row-major, lda) that are zero */
@@ -693,7 +742,7 @@ static int FNN_NAME(fastnn_gemm)(int trans_a, int trans_b, int m, int n, int k, 
     if (trans_b && (ptrdiff_t)m * n >= FNN_LARGE_C)
         return FNN_NAME(fnn_gemm_nt)(m, n, k, a, lda, b, ldb, c, ldc);
     if (trans_b)
-        return FNN_NAME(fnn_gemm_small)(m, n, k, a, lda, 1, b, ldb, 1, c, ldc, NULL, 0, NULL);
+        return FNN_NAME(fnn_gemm_small)(m, n, k, a, lda, 1, b, ldb, 1, c, ldc, NULL, 0, NULL, NULL, NULL);
     if (trans_a && !(bias || relu || nonfinite) && FNN_NAME(fnn_tn_swaps)(m, n, k, a, lda, b, ldb))
         return FNN_NAME(fnn_gemm_tn_swapped)(m, n, k, a, lda, b, ldb, c, ldc);
     if (trans_a)
