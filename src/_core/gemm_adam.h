@@ -41,8 +41,8 @@ static inline void fnn_adam_at(float *p, float *mo, float *vo, float *vmax, ptrd
 static void fnn_adam_rows(float *p, float *mo, float *vo, float *vmax, ptrdiff_t ldp, const float *g,
                           ptrdiff_t ldg, int rows, int cols, const fnn_adam_scalars *h)
 {
-    for (int r = 0; r < rows; r++)
-        fnn_adam_at(p, mo, vo, vmax, (ptrdiff_t)r * ldp, g + (ptrdiff_t)r * ldg, cols, h);
+    fastnn_adam_rows_f32(p, g, mo, vo, vmax, rows, cols, ldp, ldg, h->b1, h->b2, h->eps, h->step_size,
+                         h->inv_bc2_sqrt, h->shrink, h->scale, h->clip, h->wd);
 }
 
 #if defined(__AVX512F__)
@@ -114,17 +114,22 @@ static void fnn_adam_transposed(void *ctx, const float *cstrip, ptrdiff_t lds, i
 
 /* The fused product for sparse operands (k <= FNN_KC, B's strips several): the small
  * blocking's pairs of rows (gemm_impl.h, fnn_gemm_small), which skip more zero steps than
- * the 6-row tiles below, G^T = B^T A where B has the larger share of zeros by 1/8
- * (fnn_tn_swaps: X^T dZ1 of a ReLU network on images), with the update as each strip of G
- * (or G^T) completes, the strip still in cache: G (and G^T's 1.6 MiB for X^T dZ1) never
- * reaches memory. Returns -1 where A and B are both dense (the tiles below take those), 0
- * when a buffer is unavailable. Against the product into G (through G^T and its
- * transposition for X^T dZ1) followed by the update in a pass of its own (a 784-512-256
- * network trained one epoch on Fashion-MNIST, 40 of its batches of 128; dense_backward with
- * Adam, old and new builds taking turns, 15 rounds): X^T dZ1 0.818 ms at best, 0.929 median
- * (against 0.853, 1.151), H1^T dZ2 0.268, 0.289 (0.281, 0.357); the median round's ratios
- * 0.86 and 0.89: the gain is the memory traffic, larger when the machine's caches are
- * contended. */
+ * the 6-row tiles below, with the update as each strip of G completes, the strip still in
+ * cache: G never reaches memory.
+ * - Where B has the larger share of zeros by 1/8 (fnn_tn_swaps: dZ of a ReLU layer against
+ *   dense or image inputs), G^T = B^T A, whose strips are rows of G, contiguous in W. Against
+ *   the product into G (through G^T and its transposition) followed by the update in a pass
+ *   of its own (a 784-512-256 network trained one epoch on Fashion-MNIST, 40 of its batches
+ *   of 128; dense_backward with Adam, old and new builds taking turns, 15 rounds): X^T dZ1
+ *   0.818 ms at best, 0.929 median (against 0.853, 1.151); against the dense tiles below for
+ *   dense X (random, dZ 50% zeros, 784 x 512): 0.92x at k = 128, 0.95 at 64, 0.96 at 32.
+ * - Else, for sparse A (fnn_sparse_f32) and k > FNN_KC / 2, G itself, whose strips are
+ *   blocks of columns of W: H1^T dZ2 of that network 0.268 ms at best, 0.289 median
+ *   (against 0.281, 0.357 unfused). At k <= 64 the update dominates, and streams faster
+ *   through W's whole rows than through blocks of 64 columns (512 x 512 at k = 32, A half
+ *   zeros: 1.04-1.09x the unfused time): returns 0, the product and the update apart.
+ * Returns -1 where A and B are both dense (the tiles below take those), 0 where the product
+ * and the update go apart (or a buffer is unavailable). */
 static int fnn_adam_paired_f32(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *p,
                                float *mo, float *vo, float *vmax, int ldp, const fnn_adam_scalars *h)
 {
@@ -139,7 +144,8 @@ static int fnn_adam_paired_f32(int m, int n, int k, const float *a, int lda, con
     }
     if (!fnn_sparse_f32(a, lda, k, m))
         return -1;
-    return fnn_gemm_small_f32(m, n, k, a, 1, lda, b, ldb, 0, NULL, 0, NULL, 0, NULL, fnn_adam_columns, &s);
+    return 2 * k > FNN_KC &&
+           fnn_gemm_small_f32(m, n, k, a, 1, lda, b, ldb, 0, NULL, 0, NULL, 0, NULL, fnn_adam_columns, &s);
 }
 
 static int fastnn_gemm_tn_adam_f32(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
