@@ -160,14 +160,16 @@ def test_gemm_skips_zero_steps_of_row_pairs_exactly(dtype, trans_a, trans_b, n_t
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])
-def test_gemm_tn_with_the_sparser_b_is_computed_as_its_transpose_exactly(dtype, n_threads):
+@pytest.mark.parametrize("k", [100, 300], ids=["strips", "buffer"])
+def test_gemm_tn_with_the_sparser_b_is_computed_as_its_transpose_exactly(dtype, n_threads, k):
     """C = A^T B where B has a larger share of zeros than A (by 1/8 or more; a weight gradient
     X^T dZ, dZ masked by ReLU) is computed as C^T = B^T A, whose pairs of rows skip B's zero
-    steps, and transposed: each element is the same chain of FMAs, so C equals, bit for bit,
-    the NN product of A^T (copied) with B, and the float64 product to rounding; with the
-    shares of zeros the other way round, the same."""
+    steps, and transposed (strip by strip as they complete, or deeper, through a buffer of all
+    of C^T): each element is the same chain of FMAs, so C equals, bit for bit, the NN product
+    of A^T (copied) with B, and the float64 product to rounding; with the shares of zeros the
+    other way round, the same."""
     rng = np.random.default_rng(12)
-    k, m, n = 100, 150, 130
+    m, n = 150, 130
     for sparse_b in (True, False):
         a = rng.standard_normal((k, m)).astype(dtype)
         b = rng.standard_normal((k, n)).astype(dtype)

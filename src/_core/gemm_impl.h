@@ -711,11 +711,32 @@ static int FNN_NAME(fnn_tn_swaps)(int m, int n, int k, const FNN_T *a, ptrdiff_t
            (ptrdiff_t)k * m * n;
 }
 
-/* C = A^T B (A k x m, B k x n) as C^T = B^T A, computed into a heap buffer and transposed
- * into C (fnn_tn_swaps says where). Returns 0 when the buffer is unavailable. */
+/* fnn_gemm_tn_swapped's strip_done: C^T's strip, C's rows j0 .. j0 + cols, transposed into C */
+typedef struct {
+    FNN_T *c;
+    ptrdiff_t ldc;
+    int n;
+} FNN_NAME(fnn_transposed_c);
+
+static void FNN_NAME(fnn_strip_transposed)(void *ctx, const FNN_T *cstrip, ptrdiff_t lds, int j0, int cols)
+{
+    const FNN_NAME(fnn_transposed_c) *t = ctx;
+    FNN_NAME(fnn_pack_transposed)(t->c + (ptrdiff_t)j0 * t->ldc, t->ldc, cstrip, lds, t->n, cols);
+}
+
+/* C = A^T B (A k x m, B k x n) as C^T = B^T A (fnn_tn_swaps says where), transposed into C:
+ * strip by strip as fnn_gemm_small completes them for k <= FNN_KC (one or two k blocks; a
+ * 784-512-256 network's X^T dZ1 at batch 128 on Fashion-MNIST never has its 1.6 MiB of C^T in
+ * memory), deeper through a heap buffer of all of C^T (all k blocks' lists would take
+ * m x k x 12 bytes or more). Returns 0 when a buffer is unavailable. */
 static int FNN_NAME(fnn_gemm_tn_swapped)(int m, int n, int k, const FNN_T *a, ptrdiff_t lda, const FNN_T *b,
                                          ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc)
 {
+    if (k <= FNN_KC) {
+        FNN_NAME(fnn_transposed_c) t = {c, ldc, n};
+        return FNN_NAME(fnn_gemm_small)(n, m, k, b, 1, ldb, a, lda, 0, NULL, 0, NULL, 0, NULL,
+                                        FNN_NAME(fnn_strip_transposed), &t);
+    }
     FNN_T *ct = fnn_aligned_alloc((size_t)n * m * sizeof(FNN_T));
     int done = ct && FNN_NAME(fnn_gemm_rows)(n, m, k, b, 1, ldb, a, lda, ct, m, NULL, 0, NULL);
     if (done)   /* c[i ldc + j] = ct[j m + i] */
