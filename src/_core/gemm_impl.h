@@ -458,9 +458,12 @@ static int FNN_NAME(fnn_prepare_pairs)(int m, int kc, const FNN_T *a_block, ptrd
  * 1-2%.
  * bias, relu and nonfinite: fnn_tile's epilogue, applied with the last k block.
  * strip_done (when not NULL): called with each strip of C once complete, C then a buffer of
- * one strip (c and ldc unused): every k block is prepared first (fnn_prepare_pairs), and each
- * strip swept through them all, so a caller can consume C strip by strip while it is in cache
- * (gemm_adam.h: a weight gradient's Adam update); the same elements, bit for bit.
+ * one strip (c and ldc unused): every k block is prepared first (fnn_prepare_pairs; their
+ * lists and values take about 12 bytes per element of op(A), so callers keep k to a block or
+ * two), and each strip swept through them all, so a caller can consume C strip by strip while
+ * it is in cache (gemm_adam.h: a weight gradient's Adam update; fnn_gemm_tn_swapped's
+ * transposition); the same elements, bit for bit. Every product preparing all its k blocks
+ * (strips swept through them all) made X W1 of the Fashion-MNIST network 3-5% slower.
  * Its buffers are on the heap; returns 0 when one is unavailable. */
 static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
                                     const FNN_T *b, ptrdiff_t ldb, int trans_b, FNN_T *c, ptrdiff_t ldc,
