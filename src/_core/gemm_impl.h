@@ -14,6 +14,12 @@
 #define FNN_FULL ((FNN_MASK)~0u)
 #define FNN_MASK_CMP FNN_EXPAND3(_mm512_mask_cmp, FNN_SFX, _mask)   /* _mm512_mask_cmp_ps_mask / _pd_ */
 
+/* The mask of the first `count` lanes of a vector (all of them for count >= FNN_LANES) */
+static inline FNN_MASK FNN_NAME(fnn_lanes)(int count)
+{
+    return count < FNN_LANES ? (FNN_MASK)((1u << count) - 1u) : FNN_FULL;
+}
+
 /* C[0:mr, 0:LANES nv] (+)= sum_p A[r, p] B[p, :]; A[r, p] at a[r rs_a + p cs_a]; the last
  * vector of each row is masked by `last` (columns beyond n). bias (when not NULL) is added
  * and relu applied to the tile as it is stored; nonfinite (when not NULL) is set to 1 if an
@@ -153,7 +159,7 @@ static void FNN_NAME(fnn_tile_steps)(int nv, int kc, const int *steps, const FNN
 
 #define FNN_PAIR_CASE(NV_)                                                                            \
     case NV_:                                                                                         \
-        FNN_NAME(fnn_tile)(2, NV_, kc, a, rs_a, 1, b, FNN_NC, c, ldc, last, accumulate, bias, relu, nonfinite, \
+        FNN_NAME(fnn_tile)(2, NV_, kc, a, ldd, 1, b, FNN_NC, c, ldc, last, accumulate, bias, relu, nonfinite,  \
                            steps, 0);                                                                 \
         break;
 
@@ -166,7 +172,6 @@ FNN_ALWAYS_INLINE void FNN_NAME(fnn_tile_pair_sized)(int nv, int kc, const int *
                                                      FNN_MASK last, int accumulate, const FNN_T *bias, int relu,
                                                      int *nonfinite)
 {
-    const ptrdiff_t rs_a = ldd;
     switch (nv) {
         FNN_PAIR_CASE(1) FNN_PAIR_CASE(2) FNN_PAIR_CASE(3) FNN_PAIR_CASE(4)
     default:
@@ -193,7 +198,7 @@ static void FNN_NAME(fnn_tile_pair)(int nv, int kc, const int *steps, const FNN_
 static inline void FNN_NAME(fnn_row_masks)(const FNN_T *row, int kc, FNN_MASK *masks)
 {
     for (int p = 0; p < kc; p += FNN_LANES) {
-        FNN_MASK k = kc - p < FNN_LANES ? (FNN_MASK)((1u << (kc - p)) - 1u) : FNN_FULL;
+        FNN_MASK k = FNN_NAME(fnn_lanes)(kc - p);
         masks[p / FNN_LANES] = FNN_MASK_CMP(k, FNN_OP(maskz_loadu)(k, row + p), FNN_OP(setzero)(), _CMP_NEQ_UQ);
     }
 }
@@ -215,7 +220,7 @@ static int FNN_NAME(fnn_pair_list)(const FNN_T *r0, const FNN_T *r1, const FNN_M
 {
     int q = 0;
     for (int p = 0; p < kc; p += FNN_LANES) {
-        FNN_MASK k = kc - p < FNN_LANES ? (FNN_MASK)((1u << (kc - p)) - 1u) : FNN_FULL;
+        FNN_MASK k = FNN_NAME(fnn_lanes)(kc - p);
         FNN_MASK nonzero = m0[p / FNN_LANES] | m1[p / FNN_LANES];
         FNN_OP(storeu)(d0 + q, FNN_OP(maskz_compress)(nonzero, FNN_OP(maskz_loadu)(k, r0 + p)));
         FNN_OP(storeu)(d1 + q, FNN_OP(maskz_compress)(nonzero, FNN_OP(maskz_loadu)(k, r1 + p)));
@@ -272,7 +277,7 @@ static int FNN_NAME(fnn_nonzero_steps)(const FNN_T *a, ptrdiff_t lda, int kc, FN
 {
     int zero = 0, kept = 0;
     for (int p = 0; p < kc; p += FNN_LANES) {   /* count first: one masked compare per row */
-        FNN_MASK all_zero = kc - p < FNN_LANES ? (FNN_MASK)((1u << (kc - p)) - 1u) : FNN_FULL;
+        FNN_MASK all_zero = FNN_NAME(fnn_lanes)(kc - p);
         for (int r = 0; r < FNN_MR; r++)
             all_zero = FNN_MASK_CMP(all_zero, FNN_OP(maskz_loadu)(all_zero, a + r * lda + p), FNN_OP(setzero)(),
                                     _CMP_EQ_OQ);
@@ -281,7 +286,7 @@ static int FNN_NAME(fnn_nonzero_steps)(const FNN_T *a, ptrdiff_t lda, int kc, FN
     if (zero < FNN_SKIP_MIN(kc))
         return -1;
     for (int p = 0; p < kc; p += FNN_LANES) {
-        FNN_MASK k = kc - p < FNN_LANES ? (FNN_MASK)((1u << (kc - p)) - 1u) : FNN_FULL;
+        FNN_MASK k = FNN_NAME(fnn_lanes)(kc - p);
         FNN_MASK nonzero = 0;
         FNN_VEC row[FNN_MR];
         for (int r = 0; r < FNN_MR; r++) {
@@ -301,7 +306,7 @@ static int FNN_NAME(fnn_nonzero_steps)(const FNN_T *a, ptrdiff_t lda, int kc, FN
  * in `steps`, and their count. */
 static int FNN_NAME(fnn_compact_panel)(FNN_T *panel, int kc, int zero, int *steps)
 {
-    FNN_MASK six = (FNN_MASK)((1u << FNN_MR) - 1u);
+    FNN_MASK six = FNN_NAME(fnn_lanes)(FNN_MR);
     int q = 0;
     if (zero < FNN_SKIP_MIN(kc))
         return -1;
@@ -331,7 +336,7 @@ static void FNN_NAME(fnn_pack_a)(FNN_T *dst, const FNN_T *a, ptrdiff_t lda, int 
 {
     for (int t = 0; t < rows; t += FNN_MR) {
         int mr = rows - t < FNN_MR ? rows - t : FNN_MR, zero = 0;
-        FNN_MASK k = (FNN_MASK)((1u << mr) - 1u);
+        FNN_MASK k = FNN_NAME(fnn_lanes)(mr);
         FNN_T *d = dst + (ptrdiff_t)t * kc;
         const FNN_T *src = a + t;
         for (int p = 0; p < kc; p++) {
@@ -349,7 +354,7 @@ static inline int FNN_NAME(fnn_strip)(int n, int j0, int *nv, FNN_MASK *last)
 {
     int cols = n - j0 < FNN_NC ? n - j0 : FNN_NC;
     *nv = (cols + FNN_LANES - 1) / FNN_LANES;
-    *last = cols % FNN_LANES ? (FNN_MASK)((1u << (cols % FNN_LANES)) - 1u) : FNN_FULL;
+    *last = FNN_NAME(fnn_lanes)(cols - FNN_LANES * (*nv - 1));
     return cols;
 }
 
@@ -688,7 +693,7 @@ static ptrdiff_t FNN_NAME(fnn_count_zeros)(const FNN_T *a, ptrdiff_t lda, int ro
     ptrdiff_t zero = 0;
     for (int r = 0; r < rows; r++)
         for (int j = 0; j < cols; j += FNN_LANES) {
-            FNN_MASK k = cols - j < FNN_LANES ? (FNN_MASK)((1u << (cols - j)) - 1u) : FNN_FULL;
+            FNN_MASK k = FNN_NAME(fnn_lanes)(cols - j);
             zero += __builtin_popcount(
                 FNN_MASK_CMP(k, FNN_OP(maskz_loadu)(k, a + r * lda + j), FNN_OP(setzero)(), _CMP_EQ_OQ));
         }
