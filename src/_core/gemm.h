@@ -54,6 +54,12 @@
  * adjacent pairs against the previous skipping): 0.80-0.85x its time with blocks of 64,
  * 0.79-0.81 with 96, 0.79-0.90 with 112, 0.95 with 128 (X^T dZ1 at k = 128 1.38x slower). */
 #define FNN_KC_PAIRS 96
+/* Most bytes of B's k block that fnn_gemm_small packs at once (all its strips), read in B's row
+ * order (fnn_pack_b_block), so that it stays in L2 beside the pairs' lists: a 784-512-256
+ * network on Fashion-MNIST, X W1 and H1 W2 at batch 128 (W1's block 176 KiB), their weights
+ * in L3 as in training: 0.966-0.968x the time of packing strip by strip (medians of 30
+ * alternating rounds of 50 real batches each). */
+#define FNN_B_BLOCK_BYTES (256 << 10)
 #define FNN_KC_LARGE 1024
 #define FNN_KC_BLOCKED 448
 /* rows of B ahead that a tile reading its panel from L2 prefetches (2: 1-2% faster than 4-10

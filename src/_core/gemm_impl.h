@@ -358,6 +358,13 @@ static inline int FNN_NAME(fnn_strip)(int n, int j0, int *nv, FNN_MASK *last)
     return cols;
 }
 
+/* dst[0, FNN_LANES nv) = src's first FNN_LANES nv elements, the last vector masked by `last` (zero beyond) */
+static inline void FNN_NAME(fnn_copy_strip_row)(FNN_T *dst, const FNN_T *src, int nv, FNN_MASK last)
+{
+    for (int v = 0; v < nv; v++)
+        FNN_OP(store)(dst + FNN_LANES * v, FNN_OP(maskz_loadu)(v == nv - 1 ? last : FNN_FULL, src + FNN_LANES * v));
+}
+
 /* dst[p FNN_NC + j] = B[p, j0 + j] for p < kc, j < FNN_NC (zero beyond n): the kc x FNN_NC
  * strip of B (row-major, n columns) at column j0, contiguous and aligned (dst: 64 bytes). */
 static void FNN_NAME(fnn_pack_b_strip)(FNN_T *dst, const FNN_T *b, ptrdiff_t ldb, int n, int j0, int kc)
@@ -366,9 +373,21 @@ static void FNN_NAME(fnn_pack_b_strip)(FNN_T *dst, const FNN_T *b, ptrdiff_t ldb
     FNN_MASK last;
     FNN_NAME(fnn_strip)(n, j0, &nv, &last);
     for (int p = 0; p < kc; p++)
-        for (int v = 0; v < nv; v++)
-            FNN_OP(store)(dst + p * FNN_NC + FNN_LANES * v,
-                          FNN_OP(maskz_loadu)(v == nv - 1 ? last : FNN_FULL, b + p * ldb + j0 + FNN_LANES * v));
+        FNN_NAME(fnn_copy_strip_row)(dst + p * FNN_NC, b + p * ldb + j0, nv, last);
+}
+
+/* fnn_pack_b_strip for every strip of B's kc x n block at b, strip s at dst + s kc FNN_NC;
+ * B read in its row order, one stream the hardware prefetches (a strip alone reads FNN_NC
+ * elements of each row, then jumps ldb: B coming from L3, that packing stalled). */
+static void FNN_NAME(fnn_pack_b_block)(FNN_T *dst, const FNN_T *b, ptrdiff_t ldb, int n, int kc)
+{
+    int nv, strips = (n + FNN_NC - 1) / FNN_NC;
+    FNN_MASK last;
+    FNN_NAME(fnn_strip)(n, (strips - 1) * FNN_NC, &nv, &last);
+    for (int p = 0; p < kc; p++)
+        for (int s = 0; s < strips; s++)
+            FNN_NAME(fnn_copy_strip_row)(dst + ((ptrdiff_t)s * kc + p) * FNN_NC, b + p * ldb + s * FNN_NC,
+                                         s == strips - 1 ? nv : FNN_NV, s == strips - 1 ? last : FNN_FULL);
 }
 
 /* dst[p ldd + j] = src[j lds + p] for j < cols, p < kc: FNN_LANES x FNN_LANES blocks
@@ -443,7 +462,8 @@ static int FNN_NAME(fnn_prepare_pairs)(int m, int kc, const FNN_T *a_block, ptrd
 /* C = op(A) op(B) in the small blocking (bench/gemm_shapes.py; C harness, GFLOP/s side by
  * side): k blocks of at most 128 and, per k block and per strip of FNN_NC columns, op(B)'s
  * panel (kc x FNN_NC, 32 KiB: L1) packed once and swept down all rows of C, C staying in L2
- * across the k blocks. op(A)[i, p] = a[i rs_a + p cs_a]; op(B) = B (k x n, row-major, ldb) or,
+ * across the k blocks (op(B) = B: its whole k block packed at once where it fits
+ * FNN_B_BLOCK_BYTES, fnn_pack_b_block, the strips' panels then in L2). op(A)[i, p] = a[i rs_a + p cs_a]; op(B) = B (k x n, row-major, ldb) or,
  * with trans_b, B^T (B n x k), its panels packed by register transposes. C = A B^T takes it
  * when C has fewer than FNN_LARGE_C elements; beyond, fnn_gemm_nt.
  * Where a strip's panel serves several strips (n > FNN_NC) and op(A)'s rows are contiguous
@@ -483,7 +503,11 @@ static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff
     /* per k block of a group: A^T's block (arows), the pairs' values, steps and counts, the rows' order */
     ptrdiff_t a_size = transpose_a ? (ptrdiff_t)m * ldd : 0, v_size = (ptrdiff_t)npairs * 2 * ldd;
     ptrdiff_t s_size = (ptrdiff_t)npairs * lds;
-    FNN_T *bpack = fnn_aligned_alloc((size_t)kc_max * FNN_NC * sizeof(FNN_T));
+    /* B's whole k block packed at once (fnn_pack_b_block) where it fits FNN_B_BLOCK_BYTES, else strip by strip */
+    int strips = (n + FNN_NC - 1) / FNN_NC;
+    int b_block = !trans_b && !strip_done && strips > 1 &&
+                  (size_t)kc_max * strips * FNN_NC * sizeof(FNN_T) <= FNN_B_BLOCK_BYTES;
+    FNN_T *bpack = fnn_aligned_alloc((size_t)kc_max * FNN_NC * (b_block ? strips : 1) * sizeof(FNN_T));
     FNN_T *cstrip = strip_done ? fnn_aligned_alloc((size_t)m * FNN_NC * sizeof(FNN_T)) : NULL;
     FNN_T *arows = transpose_a ? fnn_aligned_alloc((size_t)(group * a_size) * sizeof(FNN_T)) : NULL;
     FNN_T *vals = pairs ? fnn_aligned_alloc((size_t)(group * v_size) * sizeof(FNN_T)) : NULL;
@@ -508,6 +532,9 @@ static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff
                                                             kept + t * npairs);
             look = paired[t];
         }
+        if (b_block)   /* group = 1: the block g0 */
+            FNN_NAME(fnn_pack_b_block)(bpack, b + (ptrdiff_t)g0 * kc_max * ldb, ldb, n,
+                                       k - g0 * kc_max < kc_max ? k - g0 * kc_max : kc_max);
         for (int j0 = 0; j0 < n; j0 += FNN_NC) {
             int nv;
             FNN_MASK last;
@@ -520,22 +547,23 @@ static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff
                 const int *row = order ? order + t * 2 * m : NULL;
                 const FNN_T *bias_tile = final && bias ? bias + j0 : NULL;
                 int *bad = final ? nonfinite : NULL;
+                const FNN_T *panel = b_block ? bpack + (ptrdiff_t)(j0 / FNN_NC) * kc * FNN_NC : bpack;
                 if (trans_b)
                     FNN_NAME(fnn_pack_transposed)(bpack, FNN_NC, b + (ptrdiff_t)j0 * ldb + p0, ldb, cols, kc);
-                else
+                else if (!b_block)
                     FNN_NAME(fnn_pack_b_strip)(bpack, b + p0 * ldb, ldb, n, j0, kc);
                 for (int q = 0; q < npairs && paired[t]; q++)
                     FNN_NAME(fnn_tile_pair)(nv, kept[t * npairs + q], steps + t * s_size + q * lds,
-                                            vals + t * v_size + 2 * q * ldd, ldd, bpack, c_strip + row[2 * q] * ldc,
+                                            vals + t * v_size + 2 * q * ldd, ldd, panel, c_strip + row[2 * q] * ldc,
                                             (row[2 * q + 1] - row[2 * q]) * ldc, last, p0 > 0, bias_tile,
                                             final && relu, bad);
                 if (paired[t] && m % 2)   /* the row left over */
-                    FNN_NAME(fnn_tile_any)(1, nv, kc, a_block + row[m - 1] * rs, rs, cs, bpack, FNN_NC,
+                    FNN_NAME(fnn_tile_any)(1, nv, kc, a_block + row[m - 1] * rs, rs, cs, panel, FNN_NC,
                                            c_strip + row[m - 1] * ldc, ldc, last, p0 > 0, bias_tile, final && relu,
                                            bad, 0);
                 for (int i0 = 0; i0 < m && !paired[t]; i0 += FNN_MR)
                     FNN_NAME(fnn_tile_any)(m - i0 < FNN_MR ? m - i0 : FNN_MR, nv, kc, a_block + i0 * rs, rs, cs,
-                                           bpack, FNN_NC, c_strip + i0 * ldc, ldc, last, p0 > 0, bias_tile,
+                                           panel, FNN_NC, c_strip + i0 * ldc, ldc, last, p0 > 0, bias_tile,
                                            final && relu, bad, 0);
             }
             if (strip_done)
