@@ -377,17 +377,22 @@ static void FNN_NAME(fnn_pack_b_strip)(FNN_T *dst, const FNN_T *b, ptrdiff_t ldb
 }
 
 /* fnn_pack_b_strip for every strip of B's kc x n block at b, strip s at dst + s kc FNN_NC;
- * B read in its row order, one stream the hardware prefetches (a strip alone reads FNN_NC
- * elements of each row, then jumps ldb: B coming from L3, that packing stalled). */
+ * B read in its row order, one stream (a strip alone reads FNN_NC elements of each row, then
+ * jumps ldb: B coming from L3, that packing stalled), each row prefetched FNN_PACK_AHEAD rows
+ * before it is copied. */
 static void FNN_NAME(fnn_pack_b_block)(FNN_T *dst, const FNN_T *b, ptrdiff_t ldb, int n, int kc)
 {
     int nv, strips = (n + FNN_NC - 1) / FNN_NC;
     FNN_MASK last;
     FNN_NAME(fnn_strip)(n, (strips - 1) * FNN_NC, &nv, &last);
-    for (int p = 0; p < kc; p++)
+    for (int p = 0; p < kc; p++) {
+        if (p + FNN_PACK_AHEAD < kc)
+            for (int j = 0; j < n; j += 64 / (int)sizeof(FNN_T))
+                _mm_prefetch((const char *)(b + (p + FNN_PACK_AHEAD) * ldb + j), _MM_HINT_T0);
         for (int s = 0; s < strips; s++)
             FNN_NAME(fnn_copy_strip_row)(dst + ((ptrdiff_t)s * kc + p) * FNN_NC, b + p * ldb + s * FNN_NC,
                                          s == strips - 1 ? nv : FNN_NV, s == strips - 1 ? last : FNN_FULL);
+    }
 }
 
 /* dst[p ldd + j] = src[j lds + p] for j < cols, p < kc: FNN_LANES x FNN_LANES blocks
