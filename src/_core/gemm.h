@@ -55,13 +55,15 @@
  * 0.79-0.81 with 96, 0.79-0.90 with 112, 0.95 with 128 (X^T dZ1 at k = 128 1.38x slower). */
 #define FNN_KC_PAIRS 96
 /* Most bytes of B's k block that fnn_gemm_small packs at once (all its strips), read in B's row
- * order (fnn_pack_b_block), so that it stays in L2 beside the pairs' lists: a 784-512-256
+ * order (fnn_pack_b_block), so that it stays in L2 beside the pairs' lists. A 784-512-256
  * network on Fashion-MNIST, X W1 and H1 W2 at batch 128 (W1's block 176 KiB), their weights
- * in L3 as in training: 0.96x the time of packing strip by strip (1500 calls of each on real
- * batches, alternating call by call; 0.966-0.968 by medians of 30 rounds of 50 calls). */
+ * in L3 as in training, while another process streamed 64 MiB on the other core: 0.96x the
+ * time of packing strip by strip (1500 calls of each on real batches, alternating call by
+ * call). A `fit` epoch of that network, with FNN_PACK_AHEAD, on a quiet machine: 0.92 of the
+ * time before (medians of 12 rounds, builds taking turns). */
 #define FNN_B_BLOCK_BYTES (256 << 10)
-/* Rows of B ahead that fnn_pack_b_block prefetches (the same products: 0.985-0.990x the time
- * without, products alternating call by call over 1500 calls; 8 rows ahead gained less) */
+/* Rows of B ahead that fnn_pack_b_block prefetches (the same products, the same conditions:
+ * 0.985-0.990x the time without; 8 rows ahead gained less) */
 #define FNN_PACK_AHEAD 4
 #define FNN_KC_LARGE 1024
 #define FNN_KC_BLOCKED 448
