@@ -468,7 +468,8 @@ static int FNN_NAME(fnn_prepare_pairs)(int m, int kc, const FNN_T *a_block, ptrd
  * side): k blocks of at most 128 and, per k block and per strip of FNN_NC columns, op(B)'s
  * panel (kc x FNN_NC, 32 KiB: L1) packed once and swept down all rows of C, C staying in L2
  * across the k blocks (op(B) = B: its whole k block packed at once where it fits
- * FNN_B_BLOCK_BYTES, fnn_pack_b_block, the strips' panels then in L2). op(A)[i, p] = a[i rs_a + p cs_a]; op(B) = B (k x n, row-major, ldb) or,
+ * FNN_B_BLOCK_BYTES, fnn_pack_b_block, the strips' panels then in L2).
+ * op(A)[i, p] = a[i rs_a + p cs_a]; op(B) = B (k x n, row-major, ldb) or,
  * with trans_b, B^T (B n x k), its panels packed by register transposes. C = A B^T takes it
  * when C has fewer than FNN_LARGE_C elements; beyond, fnn_gemm_nt.
  * Where a strip's panel serves several strips (n > FNN_NC) and op(A)'s rows are contiguous
