@@ -174,8 +174,7 @@ static int fastnn_gemm_tn_adam_f32(int m, int n, int k, const float *a, int lda,
     for (int jb = 0; done && jb < n; jb += nb) {
         int cols = n - jb < nb ? n - jb : nb, strips = (cols + FNN_ADAM_NC - 1) / FNN_ADAM_NC;
         ptrdiff_t ldg = cols;   /* G's rows contiguous */
-        for (int j0 = 0; j0 < cols; j0 += FNN_ADAM_NC)
-            fnn_pack_b_strip_f32(bpack + (ptrdiff_t)j0 * k, b, ldb, n, jb + j0, k);
+        fnn_pack_b_block_f32(bpack, b + jb, ldb, cols, k);
         /* the previous row's update in one piece after each tile, or in one after the row's last */
         int per_piece = k > FNN_ADAM_PIECES_MAX_K ? strips : 1, pieces = strips / per_piece;
         /* row of tiles t is computed into grad's half t % 2 while the one before is updated */
