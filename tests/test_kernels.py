@@ -160,6 +160,24 @@ def test_dense_forward_large_product(name, n_threads):
     assert_close(y, y_ref, np.float32, scale=float((np.abs(x) @ np.abs(W)).max()))
 
 
+@pytest.mark.parametrize("name", ["relu", "identity"])
+def test_dense_forward_large_product_of_sparse_rows(name, dtype, n_threads):
+    """A product of the large blocking's size whose rows of x pair up over zeros (here each
+    pair of rows shares ~60% of zero columns, as images do) is computed by the small
+    blocking's pairs in chunks of rows whose output fits 512 KiB (218 rows here, so 1001 rows
+    end in a chunk of 129: an odd row left over); the same values as the dense product."""
+    rng = np.random.default_rng(8)
+    n_out = 600 if dtype == np.float32 else 300   # C of 2^19 (float32), 2^18 (float64) elements or more
+    x = rng.standard_normal((1001, 700)).astype(dtype)
+    x[rng.random((1001 // 2 + 1, 700)).repeat(2, axis=0)[:1001] < 0.6] = 0
+    W = (rng.standard_normal((700, n_out)) / 26).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    y = np.full((1001, n_out), np.nan, dtype)
+    dense.dense_forward(readonly(x), readonly(W), b, None, y, kind(name), 0.0, n_threads)
+    _, y_ref = ref.dense_forward(x, W, b, name, 0.0)
+    assert_close(y, y_ref, dtype, scale=float((np.abs(x) @ np.abs(W)).max()))
+
+
 def test_dense_forward_skips_zero_steps_and_still_proves_x_finite(n_threads):
     """The large product skips the input columns that are zero in all six rows of a tile
     (here half of them, as blank pixels): y is unchanged, and a NaN in such a column is a

@@ -65,6 +65,15 @@
 /* Rows of B ahead that fnn_pack_b_block prefetches (the same products, the same conditions:
  * 0.985-0.990x the time without; 8 rows ahead gained less) */
 #define FNN_PACK_AHEAD 4
+/* fnn_gemm_rows's small blocking for products of the large blocking's size whose rows of A
+ * pair up over zeros: the rows sampled, the least share of a pair's steps where both are zero
+ * (in tenths: 0.33 for Fashion-MNIST's images, 0.56 for their first hidden layer's ReLU
+ * outputs; at 0.25, 50% zeros independent of each other, the large blocking is as fast), C's
+ * bytes per chunk of rows, the fewest rows per chunk */
+#define FNN_PAIRED_ROWS_SAMPLE 128
+#define FNN_PAIRED_ZERO_TENTHS 3
+#define FNN_PAIRED_C_BYTES (512 << 10)
+#define FNN_PAIRED_MIN_ROWS 128
 #define FNN_KC_LARGE 1024
 #define FNN_KC_BLOCKED 448
 /* rows of B ahead that a tile reading its panel from L2 prefetches (2: 1-2% faster than 4-10
