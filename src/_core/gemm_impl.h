@@ -734,8 +734,9 @@ static int FNN_NAME(fnn_pairs_share_zeros)(const FNN_T *a, ptrdiff_t lda, int m,
  * zeros (fnn_pairs_share_zeros), C is computed by the small blocking's pairs of rows in chunks
  * of rows whose C fits FNN_PAIRED_C_BYTES (in L2 across the k blocks), where a chunk has at
  * least FNN_PAIRED_MIN_ROWS rows (B's packing shared by enough rows). Against the large
- * blocking (calls alternating, medians of 40, 1 thread): a 784-512-256 network trained two
- * epochs on Fashion-MNIST, 1024 test images: X W1 0.81, H1 W2 0.69; 4096 images, X W1 0.89;
+ * blocking (calls alternating, medians of 30-40, 1 thread): a 784-512-256 network trained two
+ * epochs on Fashion-MNIST, 1024 test images: X W1 0.81-0.92, H1 W2 0.69-0.83 (the higher with
+ * a dense product between the calls); 4096 images, X W1 0.81-0.89;
  * random rows with independent zeros, 1024 x 784 x 512 and 4096 x 512 x 512: 0.84 and 0.91 at
  * 58% zeros, 0.71 and 0.69 at 66%; at 50% (not taken) 1.00, dense 1.01 (the sample's cost, in
  * the noise). 2 threads: 0.93-0.95 on Fashion-MNIST, 0.80-0.88 at 66%. */
