@@ -736,10 +736,10 @@ static int FNN_NAME(fnn_pairs_share_zeros)(const FNN_T *a, ptrdiff_t lda, int m,
  * least FNN_PAIRED_MIN_ROWS rows (B's packing shared by enough rows). Against the large
  * blocking (calls alternating, medians of 30-40, 1 thread): a 784-512-256 network trained two
  * epochs on Fashion-MNIST, 1024 test images: X W1 0.81-0.92, H1 W2 0.69-0.83 (the higher with
- * a dense product between the calls); 4096 images, X W1 0.81-0.89;
- * random rows with independent zeros, 1024 x 784 x 512 and 4096 x 512 x 512: 0.84 and 0.91 at
- * 58% zeros, 0.71 and 0.69 at 66%; at 50% (not taken) 1.00, dense 1.01 (the sample's cost, in
- * the noise). 2 threads: 0.93-0.95 on Fashion-MNIST, 0.80-0.88 at 66%. */
+ * a dense product between the calls); 4096 images, X W1 0.81-0.89. Random rows with
+ * independent zeros, 1024 x 784 x 512 and 4096 x 512 x 512: 0.84 and 0.91 at 58% zeros, 0.71
+ * and 0.69 at 66%; at 50% (not taken) 1.00, dense 1.00-1.03 (the sample's cost, within the
+ * noise). 2 threads: 0.93-0.95 on Fashion-MNIST, 0.80-0.88 at 66%. */
 static int FNN_NAME(fnn_gemm_rows)(int m, int n, int k, const FNN_T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
                                    const FNN_T *b, ptrdiff_t ldb, FNN_T *c, ptrdiff_t ldc, const FNN_T *bias,
                                    int relu, int *nonfinite)
