@@ -164,9 +164,9 @@ def test_dense_forward_large_product(name, n_threads):
 def test_dense_forward_large_product_of_sparse_rows(name, dtype, n_threads):
     """A product of the large blocking's size whose rows of x pair up over zeros (here each
     pair of rows shares ~60% of zero columns, as images do) is computed by the small
-    blocking's pairs in chunks of rows whose output fits 512 KiB (on one thread 218 rows, on
-    two 436, so 1001 rows end in a chunk of 129: an odd row left over); the same values as
-    the dense product."""
+    blocking's pairs in chunks of rows whose output fits 512 KiB (218 rows: on one thread
+    the 1001 rows end in a chunk of 129, on two each thread's half of them in one of 64 or
+    65, odd rows left over); the same values as the dense product."""
     rng = np.random.default_rng(8)
     n_out = 600 if dtype == np.float32 else 300   # C of 2^19 (float32), 2^18 (float64) elements or more
     x = rng.standard_normal((1001, 700)).astype(dtype)
