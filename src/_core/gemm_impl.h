@@ -358,42 +358,30 @@ static inline int FNN_NAME(fnn_strip)(int n, int j0, int *nv, FNN_MASK *last)
     return cols;
 }
 
-/* dst[0, FNN_LANES nv) = src's first FNN_LANES nv elements, the last vector masked by `last` (zero beyond) */
-static inline void FNN_NAME(fnn_copy_strip_row)(FNN_T *dst, const FNN_T *src, int nv, FNN_MASK last)
-{
-    for (int v = 0; v < nv; v++)
-        FNN_OP(store)(dst + FNN_LANES * v, FNN_OP(maskz_loadu)(v == nv - 1 ? last : FNN_FULL, src + FNN_LANES * v));
-}
-
-/* dst[p FNN_NC + j] = B[p, j0 + j] for p < kc, j < FNN_NC (zero beyond n): the kc x FNN_NC
- * strip of B (row-major, n columns) at column j0, contiguous and aligned (dst: 64 bytes). */
-static void FNN_NAME(fnn_pack_b_strip)(FNN_T *dst, const FNN_T *b, ptrdiff_t ldb, int n, int j0, int kc)
-{
-    int nv;
-    FNN_MASK last;
-    FNN_NAME(fnn_strip)(n, j0, &nv, &last);
-    for (int p = 0; p < kc; p++)
-        FNN_NAME(fnn_copy_strip_row)(dst + p * FNN_NC, b + p * ldb + j0, nv, last);
-}
-
-/* fnn_pack_b_strip for every strip of B's kc x n block at b, strip s at dst + s kc FNN_NC;
- * B read in its row order, one stream (a strip alone reads FNN_NC elements of each row, then
- * jumps ldb: B coming from L3, that packing stalled), each row prefetched FNN_PACK_AHEAD rows
- * before it is copied. The large blocking's and the fused Adam product's blocks of B take it
- * too (their products within 1% of strip-by-strip packing: 1024 x 784 x 2048 and 1024 x
- * 2048 x 2048 NN, 784 x 512 at k = 256 with Adam; calls alternating, 40 each). */
+/* dst[s kc FNN_NC + p FNN_NC + j] = B[p, s FNN_NC + j] for p < kc, j < FNN_NC (zero beyond
+ * n): each kc x FNN_NC strip of B's kc x n block at b (row-major, ldb) contiguous and aligned
+ * (dst: 64 bytes), strip s at dst + s kc FNN_NC. B is read in its row order, one stream (a
+ * strip packed alone reads FNN_NC elements of each row, then jumps ldb: B coming from L3,
+ * that packing stalled), each row prefetched FNN_PACK_AHEAD rows before it is copied. A single
+ * strip is the block of its columns. The large blocking's and the fused Adam product's blocks
+ * of B take it too (their products within 1% of strip-by-strip packing: 1024 x 784 x 2048 and
+ * 1024 x 2048 x 2048 NN, 784 x 512 at k = 256 with Adam; calls alternating, 40 each). */
 static void FNN_NAME(fnn_pack_b_block)(FNN_T *dst, const FNN_T *b, ptrdiff_t ldb, int n, int kc)
 {
-    int nv, strips = (n + FNN_NC - 1) / FNN_NC;
+    int nv_last, strips = (n + FNN_NC - 1) / FNN_NC;
     FNN_MASK last;
-    FNN_NAME(fnn_strip)(n, (strips - 1) * FNN_NC, &nv, &last);
+    FNN_NAME(fnn_strip)(n, (strips - 1) * FNN_NC, &nv_last, &last);
     for (int p = 0; p < kc; p++) {
         if (p + FNN_PACK_AHEAD < kc)
             for (int j = 0; j < n; j += 64 / (int)sizeof(FNN_T))
                 _mm_prefetch((const char *)(b + (p + FNN_PACK_AHEAD) * ldb + j), _MM_HINT_T0);
-        for (int s = 0; s < strips; s++)
-            FNN_NAME(fnn_copy_strip_row)(dst + ((ptrdiff_t)s * kc + p) * FNN_NC, b + p * ldb + s * FNN_NC,
-                                         s == strips - 1 ? nv : FNN_NV, s == strips - 1 ? last : FNN_FULL);
+        for (int s = 0; s < strips; s++) {
+            int nv = s == strips - 1 ? nv_last : FNN_NV;
+            FNN_T *row = dst + ((ptrdiff_t)s * kc + p) * FNN_NC;
+            for (int v = 0; v < nv; v++)
+                FNN_OP(store)(row + FNN_LANES * v, FNN_OP(maskz_loadu)(s == strips - 1 && v == nv - 1 ? last : FNN_FULL,
+                                                                       b + p * ldb + s * FNN_NC + FNN_LANES * v));
+        }
     }
 }
 
@@ -559,7 +547,7 @@ static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff
                 if (trans_b)
                     FNN_NAME(fnn_pack_transposed)(bpack, FNN_NC, b + (ptrdiff_t)j0 * ldb + p0, ldb, cols, kc);
                 else if (!b_block)
-                    FNN_NAME(fnn_pack_b_strip)(bpack, b + p0 * ldb, ldb, n, j0, kc);
+                    FNN_NAME(fnn_pack_b_block)(bpack, b + p0 * ldb + j0, ldb, cols, kc);
                 for (int q = 0; q < npairs && paired[t]; q++)
                     FNN_NAME(fnn_tile_pair)(nv, kept[t * npairs + q], steps + t * s_size + q * lds,
                                             vals + t * v_size + 2 * q * ldd, ldd, panel, c_strip + row[2 * q] * ldc,
@@ -713,18 +701,19 @@ static int FNN_NAME(fnn_gemm_nt)(int m, int n, int k, const FNN_T *a, ptrdiff_t 
 
 /* Whether the first FNN_PAIRED_ROWS_SAMPLE rows of A (m x k, row-major, lda), in adjacent
  * pairs, have both rows of a pair zero at FNN_PAIRED_ZERO_TENTHS / 10 of their steps or more
- * (a fraction z of zeros independent of each other gives z^2) */
+ * (a fraction z of zeros independent of each other gives z^2): the pairs' fnn_pair_zeros over
+ * k blocks of FNN_KC_PAIRS */
 static int FNN_NAME(fnn_pairs_share_zeros)(const FNN_T *a, ptrdiff_t lda, int m, int k)
 {
     int pairs = (m < FNN_PAIRED_ROWS_SAMPLE ? m : FNN_PAIRED_ROWS_SAMPLE) / 2;
+    FNN_MASK m0[FNN_CHUNKS(FNN_KC_PAIRS)], m1[FNN_CHUNKS(FNN_KC_PAIRS)];
     ptrdiff_t both = 0;
     for (int q = 0; q < pairs; q++)
-        for (int p = 0; p < k; p += FNN_LANES) {
-            const FNN_T *r0 = a + 2 * q * lda + p;
-            FNN_MASK lanes = FNN_NAME(fnn_lanes)(k - p);
-            FNN_MASK zero = FNN_MASK_CMP(lanes, FNN_OP(maskz_loadu)(lanes, r0), FNN_OP(setzero)(), _CMP_EQ_OQ);
-            both += __builtin_popcount(
-                FNN_MASK_CMP(zero, FNN_OP(maskz_loadu)(zero, r0 + lda), FNN_OP(setzero)(), _CMP_EQ_OQ));
+        for (int p0 = 0; p0 < k; p0 += FNN_KC_PAIRS) {
+            int kc = k - p0 < FNN_KC_PAIRS ? k - p0 : FNN_KC_PAIRS;
+            FNN_NAME(fnn_row_masks)(a + 2 * q * lda + p0, kc, m0);
+            FNN_NAME(fnn_row_masks)(a + (2 * q + 1) * lda + p0, kc, m1);
+            both += FNN_NAME(fnn_pair_zeros)(m0, m1, kc);
         }
     return pairs > 0 && 10 * both >= (ptrdiff_t)FNN_PAIRED_ZERO_TENTHS * pairs * k;
 }
