@@ -2,6 +2,8 @@
 allocation-free steps, and the bad inputs each with a clear error and an unchanged model."""
 import os
 import signal
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -270,6 +272,16 @@ def test_verbose_modes(capsys):
     small_model().fit(X, y, epochs=1, verbose=1)
     err = capsys.readouterr().err
     assert "Epoch 1/1" in err and "sample/s" in err and "loss" in err
+
+
+def test_quiet_fit_does_not_import_the_progress_bar():
+    """tqdm.auto imports asyncio (30-45 ms, paid by the first fit): only verbose=1 needs it."""
+    code = ("import sys, numpy as np, fastnn as fnn\n"
+            "model = fnn.Sequential([fnn.Dense(4, 3)], optimizer=fnn.optim.Adam(), seed=0)\n"
+            "model.fit(np.random.rand(20, 4), np.arange(20) % 3, epochs=1, verbose=0)\n"
+            "print('tqdm' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 def test_divergence_stops_with_a_clear_error_and_finite_weights():

@@ -438,8 +438,8 @@ class Sequential:
         return self._fit_loop(X, targets, w, val, epochs, batch_size, shuffle, callbacks, verbose)
 
     def _fit_loop(self, X, targets, w, val, epochs, batch_size, shuffle, callbacks, verbose):
-        from tqdm.auto import tqdm
-
+        if verbose == 1:   # imported only for the bar: tqdm.auto imports asyncio, 30-45 ms
+            from tqdm.auto import tqdm
         n = X.shape[0]
         history = History()
         callbacks = callbacks + [history]
