@@ -271,7 +271,7 @@ def _epoch_ratio(a, b):
     ran in turns, so the machine's slow drift touches both alike. Not the median of the
     per-epoch ratios: fastnn's epochs get faster as training makes more ReLU outputs zero
     (about 1.8 s to 1.0 s over 10 epochs, the others' by far less), and that median is the
-    middle epochs' ratio, up to 0.02 below the whole run's."""
+    middle epochs' ratio, up to 0.03 below the whole run's."""
     return sum(a["epoch_times"]) / sum(b["epoch_times"])
 
 
