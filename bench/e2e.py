@@ -293,14 +293,14 @@ def report(results):
         else:
             lines.append(f"{name:<8} {r['s_per_epoch']:>8.3f}  ({PRODUCTS_ONLY[name]})")
     f, p = results.get("fastnn", {}), results.get("products", {})
-    if "s_per_epoch" in f and "s_per_epoch" in p:
+    timed = {name for name, r in results.items() if "s_per_epoch" in r}
+    if {"fastnn", "products"} <= timed:
         lines.append(f"epoch time fastnn/its products: {_epoch_ratio(f, p):.4f}")
-        for name in ("torch", "sklearn"):
-            if "s_per_epoch" in results.get(name, {}):
-                lines.append(f"epoch time products/{name}: {_epoch_ratio(p, results[name]):.4f} "
-                             f"(the least fastnn/{name} its GEMM allows)")
-    for name in ("torch", "sklearn"):
-        if "s_per_epoch" in f and "s_per_epoch" in results.get(name, {}):
+    for name in [name for name in ("torch", "sklearn") if name in timed]:
+        if "products" in timed:
+            lines.append(f"epoch time products/{name}: {_epoch_ratio(p, results[name]):.4f} "
+                         f"(the least fastnn/{name} its GEMM allows)")
+        if "fastnn" in timed:
             lines.append(f"per epoch fastnn/{name}: {_per_epoch_ratios(f, results[name])}")
     lines += [f"{t['target']}: {t['value']:.4f} ({verdict(t)})" for t in targets(results)]
     return "\n".join(lines)
