@@ -55,6 +55,15 @@ class _Fusion:
         self.key, self.ranges, self.owners, self.states, self.penalized = key, ranges, owners, states, penalized
 
 
+def _progress_bar(n, epoch, epochs):
+    """An epoch's progress bar over its n samples. tqdm is imported here, for verbose=1 only:
+    tqdm.auto imports asyncio (30-45 ms, paid by a process's first fit)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n, desc=f"Epoch {epoch + 1}/{epochs}", unit="sample", unit_scale=True, leave=True,
+                dynamic_ncols=True)
+
+
 class Sequential:
     """A feed-forward network: layers applied in order, one loss, one optimizer.
 
@@ -438,8 +447,6 @@ class Sequential:
         return self._fit_loop(X, targets, w, val, epochs, batch_size, shuffle, callbacks, verbose)
 
     def _fit_loop(self, X, targets, w, val, epochs, batch_size, shuffle, callbacks, verbose):
-        if verbose == 1:   # imported only for the bar: tqdm.auto imports asyncio, 30-45 ms
-            from tqdm.auto import tqdm
         n = X.shape[0]
         history = History()
         callbacks = callbacks + [history]
@@ -460,8 +467,7 @@ class Sequential:
                         cb.on_epoch_begin(epoch, {})
                 order = rng.permutation(n) if shuffle else None
                 snapshot = self.parameters.copy()
-                bar = tqdm(total=n, desc=f"Epoch {epoch + 1}/{epochs}", unit="sample", unit_scale=True,
-                           leave=True, dynamic_ncols=True) if verbose == 1 else None
+                bar = _progress_bar(n, epoch, epochs) if verbose == 1 else None
                 loss_sum, correct, seen = 0.0, 0.0, 0
                 started = time.perf_counter()
                 for start in range(0, n, batch_size):
