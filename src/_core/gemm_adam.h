@@ -76,10 +76,11 @@ static void fnn_adam_piece(float *p, float *mo, float *vo, float *vmax, ptrdiff_
 /* The deepest product (rows of X and dZ, the batch) fastnn_gemm_tn_adam_f32 computes fused */
 #define FNN_ADAM_MAX_K FNN_KC_BLOCKED
 
-/* Whether 1/8 or more of A's k x m elements (row-major, lda) are zero */
-static int fnn_sparse_f32(const float *a, int lda, int k, int m)
+/* Whether 1/8 or more of A's k x m elements (row-major, lda) are zero; zeros: their count
+ * where it is known already (fnn_tn_swaps_f32 counted them), else negative */
+static int fnn_sparse_f32(const float *a, int lda, int k, int m, ptrdiff_t zeros)
 {
-    return 8 * fnn_count_zeros_f32(a, lda, k, m) >= (ptrdiff_t)k * m;
+    return 8 * (zeros >= 0 ? zeros : fnn_count_zeros_f32(a, lda, k, m)) >= (ptrdiff_t)k * m;
 }
 
 /* The update of W from the strips of G that fnn_gemm_small completes (its strip_done), G = A^T
@@ -134,7 +135,8 @@ static int fnn_adam_paired_f32(int m, int n, int k, const float *a, int lda, con
                                float *mo, float *vo, float *vmax, int ldp, const fnn_adam_scalars *h)
 {
     fnn_adam_strips s = {p, mo, vo, vmax, NULL, ldp, m, h};
-    if (fnn_tn_swaps_f32(m, n, k, a, lda, b, ldb)) {
+    ptrdiff_t a_zeros = -1;
+    if (fnn_tn_swaps_f32(m, n, k, a, lda, b, ldb, &a_zeros)) {
         s.rows = n;
         s.g = fnn_aligned_alloc((size_t)16 * n * sizeof(float));
         int done = s.g && fnn_gemm_small_f32(n, m, k, b, 1, ldb, a, lda, 0, NULL, 0, NULL, 0, NULL,
@@ -142,7 +144,7 @@ static int fnn_adam_paired_f32(int m, int n, int k, const float *a, int lda, con
         free(s.g);
         return done;
     }
-    if (!fnn_sparse_f32(a, lda, k, m))
+    if (!fnn_sparse_f32(a, lda, k, m, a_zeros))
         return -1;
     return 2 * k > FNN_KC &&
            fnn_gemm_small_f32(m, n, k, a, 1, lda, b, ldb, 0, NULL, 0, NULL, 0, NULL, fnn_adam_columns, &s);

@@ -767,15 +767,18 @@ static ptrdiff_t FNN_NAME(fnn_count_zeros)(const FNN_T *a, ptrdiff_t lda, int ro
  * zeros than A by 1/8 or more: B^T's pairs of rows then skip more steps (a 784-512-256
  * network trained one epoch on Fashion-MNIST, its step's weight gradient X^T dZ1 at batch 128:
  * X has 50% zeros, dZ1 66%; 0.81 ms as X^T dZ1, 0.56 as dZ1^T X, 0.61 with the transpose). */
-static int FNN_NAME(fnn_tn_swaps)(int m, int n, int k, const FNN_T *a, ptrdiff_t lda, const FNN_T *b, ptrdiff_t ldb)
+static int FNN_NAME(fnn_tn_swaps)(int m, int n, int k, const FNN_T *a, ptrdiff_t lda, const FNN_T *b, ptrdiff_t ldb,
+                                  ptrdiff_t *a_zeros)
 {
     if (n < FNN_LANES && m > FNN_NC)
         return 1;
     if (n <= FNN_NC || m <= FNN_NC || FNN_NAME(fnn_large_blocking)(m, n, k) || FNN_NAME(fnn_large_blocking)(n, m, k))
         return 0;
+    ptrdiff_t za = FNN_NAME(fnn_count_zeros)(a, lda, k, m);
+    if (a_zeros)   /* for a caller that also asks how sparse A is (gemm_adam.h) */
+        *a_zeros = za;
     /* zeros(B) / (k n) - zeros(A) / (k m) >= 1/8 */
-    return 8 * (FNN_NAME(fnn_count_zeros)(b, ldb, k, n) * m - FNN_NAME(fnn_count_zeros)(a, lda, k, m) * n) >=
-           (ptrdiff_t)k * m * n;
+    return 8 * (FNN_NAME(fnn_count_zeros)(b, ldb, k, n) * m - za * n) >= (ptrdiff_t)k * m * n;
 }
 
 /* fnn_gemm_tn_swapped's strip_done: C^T's strip, C's rows j0 .. j0 + cols, transposed into C */
@@ -831,7 +834,7 @@ static int FNN_NAME(fastnn_gemm)(int trans_a, int trans_b, int m, int n, int k, 
         return FNN_NAME(fnn_gemm_nt)(m, n, k, a, lda, b, ldb, c, ldc);
     if (trans_b)
         return FNN_NAME(fnn_gemm_small)(m, n, k, a, lda, 1, b, ldb, 1, c, ldc, NULL, 0, NULL, NULL, NULL);
-    if (trans_a && !(bias || relu || nonfinite) && FNN_NAME(fnn_tn_swaps)(m, n, k, a, lda, b, ldb))
+    if (trans_a && !(bias || relu || nonfinite) && FNN_NAME(fnn_tn_swaps)(m, n, k, a, lda, b, ldb, NULL))
         return FNN_NAME(fnn_gemm_tn_swapped)(m, n, k, a, lda, b, ldb, c, ldc);
     if (trans_a)
         return FNN_NAME(fnn_gemm_rows)(m, n, k, a, 1, lda, b, ldb, c, ldc, bias, relu, nonfinite);
