@@ -113,7 +113,7 @@ def test_gemm_skips_all_zero_steps_exactly(dtype, trans_a, m, n, k, n_threads):
 def test_gemm_skips_zero_steps_of_row_pairs_exactly(dtype, trans_a, trans_b, n_threads):
     """Products with C under 2 MiB and two strips of B or more take the rows of op(A) in pairs,
     each pair over only the steps where one of its two rows is nonzero (k blocks of up to 96,
-    here three): pairs of adjacent rows, or of rows sorted by their first steps' zeros where
+    here three): pairs of adjacent rows, or of rows matched by their shared nonzero steps where
     those pairs share more zero steps (here the even rows are alike, and the odd ones); an odd
     row left over is computed alone. Pairs here have many zero steps, few, none left, or zeros
     in one row only; a block whose pairs have too few zero steps is computed in whole 6-row

@@ -20,9 +20,10 @@
  * Products of two strips of B or more skip exact zeros of op(A) (blank pixels, ReLU outputs;
  * the result is the dense product's, B finite). In the small blocking (gemm_impl.h,
  * fnn_gemm_small) the rows of op(A) go in pairs, each pair over only the steps where one of
- * its rows is nonzero, rows sorted so that pairs share their zeros: a training step's
+ * its rows is nonzero, rows matched so that pairs share their nonzeros: a training step's
  * products on Fashion-MNIST (784-512-256, batch 128) take 0.76x the time of the previous
- * skipping's. In the large blocking a tile skips the steps p at which its 6 rows of op(A) are
+ * skipping's with rows sorted by their first zeros, and matching them took a `fit` epoch to
+ * 0.973x the time of that sorting. In the large blocking a tile skips the steps p at which its 6 rows of op(A) are
  * all zero (gemm_impl.h, fnn_nonzero_steps). Measured (C harness, old and new code side by
  * side; a 784-512-256 network trained 3 epochs on Fashion-MNIST): predict's X W1 and H1 W2
  * at 1024 rows 1.08x and 1.31x faster than dense; the same products with dense A 0.975-1.007x.
@@ -37,6 +38,8 @@
 #ifndef FASTNN_GEMM_H
 #define FASTNN_GEMM_H
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 #include <stdlib.h>
 
 /* Where OpenBLAS is faster (bench/gemm_shapes.py): fewer than 4 rows (its GEMV-like paths). */
@@ -54,6 +57,7 @@
  * adjacent pairs against the previous skipping): 0.80-0.85x its time with blocks of 64,
  * 0.79-0.81 with 96, 0.79-0.90 with 112, 0.95 with 128 (X^T dZ1 at k = 128 1.38x slower). */
 #define FNN_KC_PAIRS 96
+_Static_assert(FNN_KC_PAIRS <= 128, "fnn_match_rows holds a k block's steps in two 64-bit words");
 /* Most bytes of B's k block that fnn_gemm_small packs at once (all its strips), read in B's row
  * order (fnn_pack_b_block), so that it stays in L2 beside the pairs' lists. A 784-512-256
  * network on Fashion-MNIST, X W1 and H1 W2 at batch 128 (W1's block 176 KiB), their weights
@@ -104,6 +108,73 @@ static inline void fnn_store_steps(int *dst, __mmask16 nonzero, int p, int lanes
     _mm512_mask_storeu_epi32(dst, (__mmask16)((1u << lanes) - 1u),
                              _mm512_maskz_compress_epi32(nonzero, _mm512_add_epi32(j, _mm512_set1_epi32(p))));
 }
+
+/* Places in its order that fnn_match_rows looks ahead of a row for its match: a multiple of 8,
+ * at most 32 (fnn_match_keys). The fraction of a pair's steps kept (fnn_match_rows's table)
+ * with 16, 24, 32 and all: the input's rows 0.547, 0.547, 0.546, 0.545; H1's 0.288, 0.284,
+ * 0.282, 0.280; H1's columns 0.297, 0.293, 0.291, 0.287. The matching's time grows with it:
+ * with 24, about 2 us per k block of 128 rows and 9 us of 512 (C microbenchmark, random
+ * masks; its sort, scores and picks about a third each). */
+#define FNN_MATCH_WINDOW 24
+
+#if defined(__AVX512VPOPCNTDQ__) && defined(__AVX512BW__)
+#define FNN_MATCH_KEYS 1
+/* For each place t < m of fnn_match_rows's order (lo[t], hi[t]: the nonzero steps of its
+ * row), keys[32 t + d] = (the steps it shares with place t + 1 + d) x 32 + 31 - d, for d <
+ * FNN_MATCH_WINDOW and t + 1 + d < m: the largest key among some places is the first of
+ * those sharing the most. Independent of one another, so computed before the matching. */
+static inline void fnn_match_keys(const uint64_t *lo, const uint64_t *hi, int m, uint16_t *keys)
+{
+    int two_words = 0;   /* hi all zero (k blocks of 64 steps or fewer): lo alone */
+    for (int t = 0; t < m && !two_words; t++)
+        two_words = hi[t] != 0;
+    for (int t = 0; t + 1 < m; t++) {
+        __m512i wlo = _mm512_set1_epi64((long long)lo[t]), whi = _mm512_set1_epi64((long long)hi[t]);
+        __m512i back = _mm512_setr_epi64(31, 30, 29, 28, 27, 26, 25, 24);
+        for (int d = 0; d < FNN_MATCH_WINDOW; d += 8, back = _mm512_sub_epi64(back, _mm512_set1_epi64(8))) {
+            int left = m - t - 1 - d;
+            __mmask8 k = left >= 8 ? (__mmask8)0xFF : left > 0 ? (__mmask8)((1u << left) - 1u) : 0;
+            __m512i both = _mm512_and_si512(_mm512_maskz_loadu_epi64(k, lo + t + 1 + d), wlo);
+            __m512i shared = _mm512_popcnt_epi64(both);
+            if (two_words) {
+                both = _mm512_and_si512(_mm512_maskz_loadu_epi64(k, hi + t + 1 + d), whi);
+                shared = _mm512_add_epi64(shared, _mm512_popcnt_epi64(both));
+            }
+            _mm_storeu_si128((__m128i *)(keys + 32 * t + d),
+                             _mm512_cvtepi64_epi16(_mm512_or_si512(_mm512_slli_epi64(shared, 5), back)));
+        }
+    }
+}
+
+/* The d of the largest of the keys (fnn_match_keys's row) whose bit d is set in `open` (not 0) */
+static inline int fnn_best_key(const uint16_t *keys, uint64_t open)
+{
+    __m512i row = _mm512_maskz_loadu_epi16((__mmask32)open, keys);
+    __m256i half = _mm256_max_epu16(_mm512_castsi512_si256(row), _mm512_extracti64x4_epi64(row, 1));
+    __m128i quarter = _mm_max_epu16(_mm256_castsi256_si128(half), _mm256_extracti128_si256(half, 1));
+    /* the largest of 8: the smallest of their complements (phminposuw) */
+    int top = ~_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(quarter, _mm_set1_epi32(-1)))) & 0xFFFF;
+    return 31 - (top & 31);
+}
+#else
+#define FNN_MATCH_KEYS 0
+/* Of the places d whose bit is set in `open`, lo[d], hi[d] (two words of nonzero steps each,
+ * fnn_match_rows), the first that shares the most set bits with (row_lo, row_hi) */
+static inline int fnn_most_shared(uint64_t row_lo, uint64_t row_hi, const uint64_t *lo, const uint64_t *hi,
+                                  uint64_t open)
+{
+    int best = -1, at = 0;
+    for (; open; open &= open - 1) {
+        int d = __builtin_ctzll(open);
+        int shared = __builtin_popcountll(lo[d] & row_lo) + __builtin_popcountll(hi[d] & row_hi);
+        if (shared > best) {
+            best = shared;
+            at = d;
+        }
+    }
+    return at;
+}
+#endif
 
 /* Pads a list of q steps (gemm_impl.h, fnn_nonzero_steps) with FNN_PREFETCH_B copies of its
  * last (the tiles' prefetch reads them); returns q. */

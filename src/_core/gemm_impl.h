@@ -192,6 +192,8 @@ static void FNN_NAME(fnn_tile_pair)(int nv, int kc, const int *steps, const FNN_
 
 /* The chunks of FNN_LANES steps in a k block of kc: ceil(kc / FNN_LANES); masks hold one each */
 #define FNN_CHUNKS(kc) (((kc) + FNN_LANES - 1) / FNN_LANES)
+/* The chunks of a row's masks in fnn_prepare_pairs (128 steps: two 64-bit words) */
+#define FNN_ROW_CHUNKS (128 / FNN_LANES)
 
 /* masks[c] = the lanes of the row's steps [c FNN_LANES, (c + 1) FNN_LANES) (p < kc) that are
  * nonzero (NaN and infinity count as nonzero) */
@@ -201,6 +203,14 @@ static inline void FNN_NAME(fnn_row_masks)(const FNN_T *row, int kc, FNN_MASK *m
         FNN_MASK k = FNN_NAME(fnn_lanes)(kc - p);
         masks[p / FNN_LANES] = FNN_MASK_CMP(k, FNN_OP(maskz_loadu)(k, row + p), FNN_OP(setzero)(), _CMP_NEQ_UQ);
     }
+}
+
+/* The nonzero steps of a row's FNN_ROW_CHUNKS masks */
+static inline int FNN_NAME(fnn_row_nonzeros)(const FNN_MASK *masks)
+{
+    uint64_t w[2];
+    memcpy(w, masks, sizeof w);
+    return __builtin_popcountll(w[0]) + __builtin_popcountll(w[1]);
 }
 
 /* The steps p < kc where neither of two rows is nonzero (their fnn_row_masks m0, m1) */
@@ -230,34 +240,57 @@ static int FNN_NAME(fnn_pair_list)(const FNN_T *r0, const FNN_T *r1, const FNN_M
     return fnn_pad_steps(steps, q);
 }
 
-/* order[0, m) = the rows 0..m-1 sorted by the nonzero pattern of their first 16 steps (their
- * fnn_row_masks, `chunks` per row; a radix sort of 16-bit keys, stable), through tmp (m
- * ints): rows alike there are alike across their k block, so pairs of neighbours in this
- * order share more zero steps than pairs of adjacent rows (Fashion-MNIST, a 784-512-256
- * network trained one epoch, the fraction of a pair's steps kept at k blocks of 96: the
- * input's rows 0.667 adjacent, 0.581 sorted, 0.573 sorted by the whole block, 0.543 by
- * greedy matching; H1's rows 0.488, 0.431; dZ2's 0.617, 0.532; H1's columns (k blocks of 64)
- * 0.558, 0.438; the input's columns (X^T) 0.558, 0.584: adjacent pixels are alike). */
-static void FNN_NAME(fnn_sort_rows)(const FNN_MASK *masks, int chunks, int m, int *order, int *tmp)
+/* order[0, m) = the rows 0..m-1 matched in pairs (order[2q], order[2q + 1]; an odd row last):
+ * the rows in order of decreasing count of nonzero steps (their fnn_row_masks, kc <= 128
+ * steps), each row not yet matched in that order matched with the one that shares the most of
+ * its nonzero steps (the first such) among those not yet matched in the next FNN_MATCH_WINDOW
+ * places (fnn_best_key, or fnn_most_shared without VPOPCNTDQ: the same pairs). A pair's tile
+ * takes the steps where either row is nonzero; over all pairs they add up to the rows'
+ * nonzeros less those shared, so the steps shared are what to maximize (and the densest rows
+ * first, while they have the most rows to choose from). Fashion-MNIST, a 784-512-256 network trained 5 epochs, the
+ * fraction of a pair's steps kept (k blocks of 96; 64 for H1^T): the input's rows 0.667
+ * adjacent, 0.573 sorted by their first 16 steps (the previous pairing), 0.547 matched (0.545
+ * matching each with the best of all rows left; 0.496 one row alone); H1's rows 0.313 sorted,
+ * 0.284 matched (0.280; 0.227); dZ2's 0.497, 0.466 (0.461; 0.399); H1's columns 0.320, 0.293
+ * (0.287; 0.227). masks: FNN_ROW_CHUNKS per row; work: kc + 2 + m ints; words: 10m. */
+static void FNN_NAME(fnn_match_rows)(const FNN_MASK *masks, int kc, int m, int *order, int *work, uint64_t *words)
 {
-    int count[257];
-    for (int pass = 0; pass < 2; pass++) {
-        const int *src = pass ? tmp : NULL;
-        int *dst = pass ? order : tmp;
-        for (int d = 0; d < 257; d++)
-            count[d] = 0;
-        for (int q = 0; q < m; q++) {
-            int i = src ? src[q] : q;
-            unsigned key = masks[i * chunks] | (FNN_LANES < 16 && chunks > 1 ? (unsigned)masks[i * chunks + 1] << 8 : 0);
-            count[((key >> (8 * pass)) & 255) + 1]++;
+    int *count = work, *sorted = work + kc + 2;
+    uint64_t *lo = words, *hi = words + m;   /* the rows' masks, in the order sorted */
+    uint16_t *keys = (uint16_t *)(words + 2 * m);
+    for (int d = 0; d < kc + 2; d++)
+        count[d] = 0;
+    for (int i = 0; i < m; i++)
+        count[kc - FNN_NAME(fnn_row_nonzeros)(masks + i * FNN_ROW_CHUNKS) + 1]++;
+    for (int d = 0; d < kc + 1; d++)   /* a counting sort, the most nonzeros first */
+        count[d + 1] += count[d];
+    for (int i = 0; i < m; i++) {
+        int at = count[kc - FNN_NAME(fnn_row_nonzeros)(masks + i * FNN_ROW_CHUNKS)]++;
+        sorted[at] = i;
+        memcpy(lo + at, masks + i * FNN_ROW_CHUNKS, 8);
+        memcpy(hi + at, masks + i * FNN_ROW_CHUNKS + FNN_ROW_CHUNKS / 2, 8);
+    }
+#if FNN_MATCH_KEYS
+    fnn_match_keys(lo, hi, m, keys);
+#endif
+    /* t: the next place not matched; matched: bit j set where place t + j is */
+    uint64_t matched = 0;
+    for (int t = 0, q = 0; t < m; q++) {
+        order[q] = sorted[t];
+        int ahead = m - t - 1 < FNN_MATCH_WINDOW ? m - t - 1 : FNN_MATCH_WINDOW;
+        uint64_t open = ~(matched >> 1) & ((1ull << ahead) - 1);
+        if (open) {
+#if FNN_MATCH_KEYS
+            int d = fnn_best_key(keys + 32 * t, open);
+#else
+            int d = fnn_most_shared(lo[t], hi[t], lo + t + 1, hi + t + 1, open);
+#endif
+            matched |= 2ull << d;
+            order[++q] = sorted[t + 1 + d];
         }
-        for (int d = 0; d < 256; d++)
-            count[d + 1] += count[d];
-        for (int q = 0; q < m; q++) {
-            int i = src ? src[q] : q;
-            unsigned key = masks[i * chunks] | (FNN_LANES < 16 && chunks > 1 ? (unsigned)masks[i * chunks + 1] << 8 : 0);
-            dst[count[(key >> (8 * pass)) & 255]++] = i;
-        }
+        int skip = __builtin_ctzll(~(matched | 1));   /* place t and those matched after it */
+        matched = (matched | 1) >> skip;
+        t += skip;
     }
 }
 
@@ -423,33 +456,37 @@ static inline int FNN_NAME(fnn_large_blocking)(int m, int n, int k)
 typedef void (*FNN_NAME(fnn_strip_fn))(void *ctx, const FNN_T *cstrip, ptrdiff_t ldc, int j0, int cols);
 
 /* One k block of kc steps of op(A) (m rows, a_block[i rs + p]) prepared for fnn_gemm_small's
- * pairs of rows: adjacent rows or, where those share more zero steps, neighbours in
- * fnn_sort_rows's order (order: 2m ints, the rows then the sort's buffer; masks: m x
- * FNN_CHUNKS(kc)); each pair q's steps, their count and its rows' values at them
+ * pairs of rows: adjacent rows or, where those share more zero steps, fnn_match_rows's pairs
+ * (order: m ints; masks: m x FNN_ROW_CHUNKS; work and words: fnn_match_rows's); each pair q's
+ * steps, their count and its rows' values at them
  * (fnn_pair_list: steps + q lds, kept[q], vals + 2q ldd). Returns 0, the block to be
  * computed in whole tiles, where the pairs share fewer than FNN_SKIP_MIN(kc) zero steps each
  * on average. */
 static int FNN_NAME(fnn_prepare_pairs)(int m, int kc, const FNN_T *a_block, ptrdiff_t rs, FNN_MASK *masks,
-                                       int *order, FNN_T *vals, ptrdiff_t ldd, int *steps, ptrdiff_t lds,
-                                       int *kept)
+                                       int *order, int *work, uint64_t *words, FNN_T *vals, ptrdiff_t ldd,
+                                       int *steps, ptrdiff_t lds, int *kept)
 {
-    int chunks = FNN_CHUNKS(kc), npairs = m / 2, adjacent = 0, sorted = 0;
-    for (int i = 0; i < m; i++)
-        FNN_NAME(fnn_row_masks)(a_block + i * rs, kc, masks + i * chunks);
-    FNN_NAME(fnn_sort_rows)(masks, chunks, m, order, order + m);
-    for (int q = 0; q < npairs; q++) {
-        adjacent += FNN_NAME(fnn_pair_zeros)(masks + 2 * q * chunks, masks + (2 * q + 1) * chunks, kc);
-        sorted += FNN_NAME(fnn_pair_zeros)(masks + order[2 * q] * chunks, masks + order[2 * q + 1] * chunks, kc);
+    int npairs = m / 2, adjacent = 0, matched = 0;
+    for (int i = 0; i < m; i++) {   /* each row's masks, the chunks past kc zero */
+        memset(masks + i * FNN_ROW_CHUNKS, 0, FNN_ROW_CHUNKS * sizeof(FNN_MASK));
+        FNN_NAME(fnn_row_masks)(a_block + i * rs, kc, masks + i * FNN_ROW_CHUNKS);
     }
-    for (int i = 0; i < m && adjacent >= sorted; i++)
+    FNN_NAME(fnn_match_rows)(masks, kc, m, order, work, words);
+    for (int q = 0; q < npairs; q++) {
+        adjacent += FNN_NAME(fnn_pair_zeros)(masks + 2 * q * FNN_ROW_CHUNKS, masks + (2 * q + 1) * FNN_ROW_CHUNKS,
+                                             kc);
+        matched += FNN_NAME(fnn_pair_zeros)(masks + order[2 * q] * FNN_ROW_CHUNKS,
+                                            masks + order[2 * q + 1] * FNN_ROW_CHUNKS, kc);
+    }
+    for (int i = 0; i < m && adjacent >= matched; i++)
         order[i] = i;
-    if ((adjacent > sorted ? adjacent : sorted) < npairs * FNN_SKIP_MIN(kc))
+    if ((adjacent > matched ? adjacent : matched) < npairs * FNN_SKIP_MIN(kc))
         return 0;
     for (int q = 0; q < npairs; q++) {
         int i0 = order[2 * q], i1 = order[2 * q + 1];
-        kept[q] = FNN_NAME(fnn_pair_list)(a_block + i0 * rs, a_block + i1 * rs, masks + i0 * chunks,
-                                          masks + i1 * chunks, kc, vals + 2 * q * ldd, vals + (2 * q + 1) * ldd,
-                                          steps + q * lds);
+        kept[q] = FNN_NAME(fnn_pair_list)(a_block + i0 * rs, a_block + i1 * rs, masks + i0 * FNN_ROW_CHUNKS,
+                                          masks + i1 * FNN_ROW_CHUNKS, kc, vals + 2 * q * ldd,
+                                          vals + (2 * q + 1) * ldd, steps + q * lds);
     }
     return 1;
 }
@@ -465,8 +502,8 @@ static int FNN_NAME(fnn_prepare_pairs)(int m, int kc, const FNN_T *a_block, ptrd
  * Where a strip's panel serves several strips (n > FNN_NC) and op(A)'s rows are contiguous
  * (A read in place, or A^T transposed into a buffer per k block), the k blocks are of at most
  * FNN_KC_PAIRS and the rows of op(A) are taken in pairs, each pair over only the steps where
- * one of its rows is nonzero (fnn_pair_list): pairs of adjacent rows, or of neighbours in
- * fnn_sort_rows's order where those share more zero steps; an odd row left over alone. Each
+ * one of its rows is nonzero (fnn_pair_list): pairs of adjacent rows, or fnn_match_rows's
+ * where those share more zero steps; an odd row left over alone. Each
  * element of C is then the dense product's chain of FMAs, less its zero steps (the result is
  * the dense product's, B finite). Where the pairs share fewer than FNN_SKIP_MIN(kc) zero
  * steps each on average, the block is computed in whole 6-row tiles, and later blocks are not
@@ -476,7 +513,10 @@ static int FNN_NAME(fnn_prepare_pairs)(int m, int kc, const FNN_T *a_block, ptrd
  * X W1 0.93 -> 0.75 -> 0.67 ms, H1 W2 0.27 -> 0.21 -> 0.19, X^T dZ1 0.81 -> 0.69 (adjacent
  * pixels: no sort), H1^T dZ2 0.34 -> 0.23 -> 0.21, dZ2 W2^T (never skipped before) 0.32 ->
  * 0.24 -> 0.22; the step's products with Adam 2.90 -> 2.31 -> 2.20 ms; dense products within
- * 1-2%.
+ * 1-2%. Pairs matched (fnn_match_rows) instead of sorted by their first 16 steps' zeros, the
+ * same C harness after 5 epochs (31 rounds of 40 batches, medians of the ratios): X W1 0.977x
+ * the time, X^T dZ1 0.959x (0.978x with Adam), H1 W2 1.004x, H1^T dZ2 1.019x (1.005x with
+ * Adam); a `fit` epoch 0.973x (24 epochs of each build taking turns).
  * bias, relu and nonfinite: fnn_tile's epilogue, applied with the last k block.
  * strip_done (when not NULL): called with each strip of C once complete, C then a buffer of
  * one strip (c and ldc unused): every k block is prepared first (fnn_prepare_pairs; their
@@ -493,7 +533,7 @@ static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff
 {
     int transpose_a = cs_a != 1 && n > FNN_NC;   /* op(A) = A^T, reused by several strips */
     int pairs = n > FNN_NC && (cs_a == 1 || transpose_a) && m >= 2, look = pairs;
-    int kc_max = fnn_k_block(k, pairs ? FNN_KC_PAIRS : FNN_KC), chunks = FNN_CHUNKS(kc_max), npairs = m / 2;
+    int kc_max = fnn_k_block(k, pairs ? FNN_KC_PAIRS : FNN_KC), npairs = m / 2;
     int blocks = (k + kc_max - 1) / kc_max, group = strip_done ? blocks : 1;   /* k blocks prepared at once */
     ptrdiff_t ldd = kc_max + FNN_LANES, lds = FNN_NAME(fnn_steps_ld)(kc_max);
     /* per k block of a group: A^T's block (arows), the pairs' values, steps and counts, the rows' order */
@@ -507,13 +547,15 @@ static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff
     FNN_T *cstrip = strip_done ? fnn_aligned_alloc((size_t)m * FNN_NC * sizeof(FNN_T)) : NULL;
     FNN_T *arows = transpose_a ? fnn_aligned_alloc((size_t)(group * a_size) * sizeof(FNN_T)) : NULL;
     FNN_T *vals = pairs ? fnn_aligned_alloc((size_t)(group * v_size) * sizeof(FNN_T)) : NULL;
-    FNN_MASK *masks = pairs ? fnn_aligned_alloc((size_t)m * chunks * sizeof(FNN_MASK)) : NULL;
+    FNN_MASK *masks = pairs ? fnn_aligned_alloc((size_t)m * FNN_ROW_CHUNKS * sizeof(FNN_MASK)) : NULL;
     int *steps = pairs ? fnn_aligned_alloc((size_t)(group * s_size) * sizeof(int)) : NULL;
     int *kept = pairs ? fnn_aligned_alloc((size_t)group * npairs * sizeof(int)) : NULL;
-    int *order = pairs ? fnn_aligned_alloc((size_t)group * 2 * m * sizeof(int)) : NULL;   /* and the sort's buffer */
+    int *order = pairs ? fnn_aligned_alloc((size_t)group * m * sizeof(int)) : NULL;
+    int *match_work = pairs ? fnn_aligned_alloc((size_t)(kc_max + 2 + m) * sizeof(int)) : NULL;
+    uint64_t *match_words = pairs ? fnn_aligned_alloc((size_t)10 * m * sizeof(uint64_t)) : NULL;
     int *paired = fnn_aligned_alloc((size_t)group * sizeof(int));
     int done = bpack && paired && (cstrip || !strip_done) && (arows || !transpose_a) &&
-               (!pairs || (vals && masks && steps && kept && order));
+               (!pairs || (vals && masks && steps && kept && order && match_work && match_words));
     if (strip_done)
         ldc = FNN_NC;
     for (int g0 = 0; done && g0 < blocks; g0 += group) {
@@ -523,9 +565,9 @@ static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff
             if (transpose_a)   /* arows[i ldd + p] = A[p0 + p, i] */
                 FNN_NAME(fnn_pack_transposed)(arows + t * a_size, ldd, a + p0 * cs_a, cs_a, kc, m);
             paired[t] = look && FNN_NAME(fnn_prepare_pairs)(m, kc, transpose_a ? arows + t * a_size : a + p0 * cs_a,
-                                                            transpose_a ? ldd : rs_a, masks, order + t * 2 * m,
-                                                            vals + t * v_size, ldd, steps + t * s_size, lds,
-                                                            kept + t * npairs);
+                                                            transpose_a ? ldd : rs_a, masks, order + t * m,
+                                                            match_work, match_words, vals + t * v_size, ldd,
+                                                            steps + t * s_size, lds, kept + t * npairs);
             look = paired[t];
         }
         if (b_block)   /* group = 1: the block g0 */
@@ -540,7 +582,7 @@ static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff
                 int p0 = (g0 + t) * kc_max, kc = k - p0 < kc_max ? k - p0 : kc_max, final = p0 + kc == k;
                 const FNN_T *a_block = transpose_a ? arows + t * a_size : a + p0 * cs_a;
                 ptrdiff_t rs = transpose_a ? ldd : rs_a, cs = transpose_a ? 1 : cs_a;
-                const int *row = order ? order + t * 2 * m : NULL;
+                const int *row = order ? order + t * m : NULL;
                 const FNN_T *bias_tile = final && bias ? bias + j0 : NULL;
                 int *bad = final ? nonfinite : NULL;
                 const FNN_T *panel = b_block ? bpack + (ptrdiff_t)(j0 / FNN_NC) * kc * FNN_NC : bpack;
@@ -567,6 +609,8 @@ static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff
         }
     }
     free(paired);
+    free(match_words);
+    free(match_work);
     free(order);
     free(kept);
     free(steps);
