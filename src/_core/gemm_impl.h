@@ -246,18 +246,18 @@ static int FNN_NAME(fnn_pair_list)(const FNN_T *r0, const FNN_T *r1, const FNN_M
  * its nonzero steps (the first such) among those not yet matched in the next FNN_MATCH_WINDOW
  * places (fnn_best_key, or fnn_most_shared without VPOPCNTDQ: the same pairs). A pair's tile
  * takes the steps where either row is nonzero; over all pairs they add up to the rows'
- * nonzeros less those shared, so the steps shared are what to maximize (and the densest rows
- * first, while they have the most rows to choose from). Fashion-MNIST, a 784-512-256 network trained 5 epochs, the
- * fraction of a pair's steps kept (k blocks of 96; 64 for H1^T): the input's rows 0.667
- * adjacent, 0.573 sorted by their first 16 steps (the previous pairing), 0.547 matched (0.545
- * matching each with the best of all rows left; 0.496 one row alone); H1's rows 0.313 sorted,
- * 0.284 matched (0.280; 0.227); dZ2's 0.497, 0.466 (0.461; 0.399); H1's columns 0.320, 0.293
- * (0.287; 0.227). masks: FNN_ROW_CHUNKS per row; work: kc + 2 + m ints; words: 10m. */
+ * nonzeros less those shared, so the steps shared are what to maximize (the densest rows
+ * first, while they have the most rows to choose from). Fashion-MNIST, a 784-512-256 network
+ * trained 5 epochs, the fraction of a pair's steps kept (k blocks of 96; 64 for H1^T): the
+ * input's rows 0.667 adjacent, 0.573 sorted by their first 16 steps (the previous pairing),
+ * 0.547 matched (0.545 matching each with the best of all rows left; 0.496 one row alone);
+ * H1's rows 0.313 sorted, 0.284 matched (0.280; 0.227); dZ2's 0.497, 0.466 (0.461; 0.399);
+ * H1's columns 0.320, 0.293 (0.287; 0.227). masks: FNN_ROW_CHUNKS per row; work: kc + 2 + m
+ * ints; words: 10m (the rows' words in the order sorted, then fnn_match_keys's keys). */
 static void FNN_NAME(fnn_match_rows)(const FNN_MASK *masks, int kc, int m, int *order, int *work, uint64_t *words)
 {
     int *count = work, *sorted = work + kc + 2;
     uint64_t *lo = words, *hi = words + m;   /* the rows' masks, in the order sorted */
-    uint16_t *keys = (uint16_t *)(words + 2 * m);
     for (int d = 0; d < kc + 2; d++)
         count[d] = 0;
     for (int i = 0; i < m; i++)
@@ -271,6 +271,7 @@ static void FNN_NAME(fnn_match_rows)(const FNN_MASK *masks, int kc, int m, int *
         memcpy(hi + at, masks + i * FNN_ROW_CHUNKS + FNN_ROW_CHUNKS / 2, 8);
     }
 #if FNN_MATCH_KEYS
+    uint16_t *keys = (uint16_t *)(words + 2 * m);
     fnn_match_keys(lo, hi, m, keys);
 #endif
     /* t: the next place not matched; matched: bit j set where place t + j is */
