@@ -252,20 +252,22 @@ static int FNN_NAME(fnn_pair_list)(const FNN_T *r0, const FNN_T *r1, const FNN_M
  * input's rows 0.667 adjacent, 0.573 sorted by their first 16 steps (the previous pairing),
  * 0.547 matched (0.545 matching each with the best of all rows left; 0.496 one row alone);
  * H1's rows 0.313 sorted, 0.284 matched (0.280; 0.227); dZ2's 0.497, 0.466 (0.461; 0.399);
- * H1's columns 0.320, 0.293 (0.287; 0.227). masks: FNN_ROW_CHUNKS per row; work: kc + 2 + m
+ * H1's columns 0.320, 0.293 (0.287; 0.227). masks: FNN_ROW_CHUNKS per row; work: kc + 2 + 2m
  * ints; words: 10m (the rows' words in the order sorted, then fnn_match_keys's keys). */
 static void FNN_NAME(fnn_match_rows)(const FNN_MASK *masks, int kc, int m, int *order, int *work, uint64_t *words)
 {
-    int *count = work, *sorted = work + kc + 2;
+    int *count = work, *sorted = work + kc + 2, *key = work + kc + 2 + m;   /* key: kc - the row's nonzeros */
     uint64_t *lo = words, *hi = words + m;   /* the rows' masks, in the order sorted */
     for (int d = 0; d < kc + 2; d++)
         count[d] = 0;
-    for (int i = 0; i < m; i++)
-        count[kc - FNN_NAME(fnn_row_nonzeros)(masks + i * FNN_ROW_CHUNKS) + 1]++;
+    for (int i = 0; i < m; i++) {
+        key[i] = kc - FNN_NAME(fnn_row_nonzeros)(masks + i * FNN_ROW_CHUNKS);
+        count[key[i] + 1]++;
+    }
     for (int d = 0; d < kc + 1; d++)   /* a counting sort, the most nonzeros first */
         count[d + 1] += count[d];
     for (int i = 0; i < m; i++) {
-        int at = count[kc - FNN_NAME(fnn_row_nonzeros)(masks + i * FNN_ROW_CHUNKS)]++;
+        int at = count[key[i]]++;
         sorted[at] = i;
         memcpy(lo + at, masks + i * FNN_ROW_CHUNKS, 8);
         memcpy(hi + at, masks + i * FNN_ROW_CHUNKS + FNN_ROW_CHUNKS / 2, 8);
@@ -552,7 +554,7 @@ static int FNN_NAME(fnn_gemm_small)(int m, int n, int k, const FNN_T *a, ptrdiff
     int *steps = pairs ? fnn_aligned_alloc((size_t)(group * s_size) * sizeof(int)) : NULL;
     int *kept = pairs ? fnn_aligned_alloc((size_t)group * npairs * sizeof(int)) : NULL;
     int *order = pairs ? fnn_aligned_alloc((size_t)group * m * sizeof(int)) : NULL;
-    int *match_work = pairs ? fnn_aligned_alloc((size_t)(kc_max + 2 + m) * sizeof(int)) : NULL;
+    int *match_work = pairs ? fnn_aligned_alloc((size_t)(kc_max + 2 + 2 * m) * sizeof(int)) : NULL;
     uint64_t *match_words = pairs ? fnn_aligned_alloc((size_t)10 * m * sizeof(uint64_t)) : NULL;
     int *paired = fnn_aligned_alloc((size_t)group * sizeof(int));
     int done = bpack && paired && (cstrip || !strip_done) && (arows || !transpose_a) &&
