@@ -23,8 +23,8 @@
  * its rows is nonzero, rows matched so that pairs share their nonzeros: a training step's
  * products on Fashion-MNIST (784-512-256, batch 128) take 0.76x the time of the previous
  * skipping's with rows sorted by their first zeros, and matching them took a `fit` epoch to
- * 0.973x the time of that sorting. In the large blocking a tile skips the steps p at which its 6 rows of op(A) are
- * all zero (gemm_impl.h, fnn_nonzero_steps). Measured (C harness, old and new code side by
+ * 0.973x the time of that sorting. In the large blocking a tile skips the steps p at which
+ * its 6 rows of op(A) are all zero (gemm_impl.h, fnn_nonzero_steps). Measured (C harness, old and new code side by
  * side; a 784-512-256 network trained 3 epochs on Fashion-MNIST): predict's X W1 and H1 W2
  * at 1024 rows 1.08x and 1.31x faster than dense; the same products with dense A 0.975-1.007x.
  * TN products whose C is narrower than a vector (an output layer's weight gradient, 512 x 10)
@@ -122,12 +122,10 @@ static inline void fnn_store_steps(int *dst, __mmask16 nonzero, int p, int lanes
 /* For each place t < m of fnn_match_rows's order (lo[t], hi[t]: the nonzero steps of its
  * row), keys[32 t + d] = (the steps it shares with place t + 1 + d) x 32 + 31 - d, for d <
  * FNN_MATCH_WINDOW and t + 1 + d < m: the largest key among some places is the first of
- * those sharing the most. Independent of one another, so computed before the matching. */
-static inline void fnn_match_keys(const uint64_t *lo, const uint64_t *hi, int m, uint16_t *keys)
+ * those sharing the most. Independent of one another, so computed before the matching.
+ * two_words: the k block is longer than 64 steps (else every hi is zero: lo alone). */
+static inline void fnn_match_keys(const uint64_t *lo, const uint64_t *hi, int m, int two_words, uint16_t *keys)
 {
-    int two_words = 0;   /* hi all zero (k blocks of 64 steps or fewer): lo alone */
-    for (int t = 0; t < m && !two_words; t++)
-        two_words = hi[t] != 0;
     for (int t = 0; t + 1 < m; t++) {
         __m512i wlo = _mm512_set1_epi64((long long)lo[t]), whi = _mm512_set1_epi64((long long)hi[t]);
         __m512i back = _mm512_setr_epi64(31, 30, 29, 28, 27, 26, 25, 24);

@@ -274,7 +274,7 @@ static void FNN_NAME(fnn_match_rows)(const FNN_MASK *masks, int kc, int m, int *
     }
 #if FNN_MATCH_KEYS
     uint16_t *keys = (uint16_t *)(words + 2 * m);
-    fnn_match_keys(lo, hi, m, keys);
+    fnn_match_keys(lo, hi, m, kc > 64, keys);
 #endif
     /* t: the next place not matched; matched: bit j set where place t + j is */
     uint64_t matched = 0;
