@@ -56,12 +56,26 @@ def bandwidth_probe(floating[::1] p, const floating[::1] g, floating[::1] m, flo
                      block_start(n, n_threads, blk + 1))
 
 
+# Rows ahead whose first two cache lines gather_rows prefetches: a row's first misses wait on
+# memory, and the hardware prefetcher follows a row only once it has seen them. 128 random rows
+# of Fashion-MNIST's 60000 x 784 float32 images, 8 MiB written between batches (C harness):
+# 93-99 us a batch without, 73-76 with 2 lines 4 rows ahead; 2 to 16 rows ahead gained about as
+# much, 8 lines less (79-82), the whole row least (87-92).
+cdef Py_ssize_t GATHER_AHEAD = 4
+
+
 def gather_rows(const floating[:, ::1] src, const long long[::1] rows, floating[:, ::1] dst,
                 int n_threads):
-    """dst[i] = src[rows[i]]: a minibatch of rows copied into a reused buffer (row memcpy)."""
+    """dst[i] = src[rows[i]]: a minibatch of rows copied into a reused buffer (row memcpy), the
+    start of the row GATHER_AHEAD rows later prefetched."""
     cdef Py_ssize_t i, n = rows.shape[0], width = src.shape[1]
     cdef int nt = n_threads if n * width >= 65536 else 1
+    cdef const char* ahead
     for i in prange(n, nogil=True, schedule='static', num_threads=nt):
+        if i + GATHER_AHEAD < n:
+            ahead = <const char*>&src[rows[i + GATHER_AHEAD], 0]
+            prefetch(ahead)
+            prefetch(ahead + 64)
         memcpy(&dst[i, 0], &src[rows[i], 0], width * sizeof(floating))
 
 
