@@ -489,14 +489,16 @@ def test_all_finite(n, dtype):
 
 @pytest.mark.parametrize("n_rows,width", [(1, 1), (7, 3), (300, 257)])
 def test_gather_rows(n_rows, width, dtype, n_threads):
+    """Rows of bytes: a float matrix, and labels as an n x 1 int64 matrix, by their uint8 views
+    (read-only sources); rows repeat and come in any order."""
     from fastnn._core.arrays import gather_rows
 
     rng = np.random.default_rng(width)
-    src = readonly(rng.standard_normal((500, width)).astype(dtype))
     rows = rng.integers(0, 500, n_rows).astype(np.int64)
-    dst = np.empty((n_rows, width), dtype)
-    gather_rows(src, rows, dst, n_threads)
-    np.testing.assert_array_equal(dst, src[rows])
+    for src in (rng.standard_normal((500, width)).astype(dtype), rng.integers(0, 10, (500, 1))):
+        dst = np.empty((n_rows, src.shape[1]), src.dtype)
+        gather_rows(readonly(src.view(np.uint8)), rows, dst.view(np.uint8), n_threads)
+        np.testing.assert_array_equal(dst, src[rows])
 
 
 def test_labels_in_range():
@@ -776,7 +778,8 @@ def test_dense_stack_softmax_ce_backward_equals_the_loss_then_backward(weighted,
         scalars = [(0.9, 0.999, 1e-8, *optim.adam_scalars(1e-3, 0.9, 0.999, 0.0, False, 3)[:3], 1.0, np.inf, 0.0)]
         stack.forward(x, n_threads)
         if combined:
-            loss = stack.softmax_ce_backward(labels, weights, smoothing, n_threads, scalars if fused else None)
+            loss, hits = stack.softmax_ce_backward(labels, weights, smoothing, n_threads, scalars if fused else None)
+            assert hits == np.count_nonzero(stack.output.argmax(axis=1) == labels)
         else:
             grad, row_loss = np.empty_like(stack.output), np.empty(n)
             loss = losses.softmax_cross_entropy(stack.output, labels, None, grad, row_loss, weights, smoothing,
@@ -800,6 +803,24 @@ def test_dense_stack_softmax_ce_backward_equals_the_loss_then_backward(weighted,
         for (W, b, *_), (W0, b0, *_) in zip(entries, layers):
             np.testing.assert_array_equal(W, W0)
             np.testing.assert_array_equal(b[1:], b0[1:])
+
+
+def test_dense_stack_softmax_ce_backward_counts_hits_as_argmax_does(dtype):
+    """The rows predicted right that softmax_ce_backward returns are those whose numpy.argmax
+    of the logits is the label: ties go to the first largest logit, a NaN counts as the largest.
+    One identity layer, so the logits are x plus the bias (a NaN bias: that column NaN in every
+    row)."""
+    k = 4
+    x = np.array([[1, 3, 3, 0], [2, 2, 2, 2], [0, 1, 5, 7], [-1, -3, -2, -1], [4, 0, 0, 9]], dtype)
+    labels = np.array([1, 0, 3, 3, 3], np.int64)
+    for bias in (np.zeros(k, dtype), np.array([0, 0, np.nan, 0], dtype), np.full(k, np.nan, dtype)):
+        layers = [(np.eye(k, dtype=dtype), bias, kind("identity"), 0.0, False, True)]
+        stack = dense.DenseStack(_stack_entries(layers, len(x), 0), len(x), 0)
+        stack.forward(x, 1)
+        _, hits = stack.softmax_ce_backward(labels, None, 0.0, 1)
+        expected = np.count_nonzero(stack.output.argmax(axis=1) == labels)
+        assert hits == expected
+    assert hits == np.count_nonzero(labels == 0)     # all NaN: every argmax is 0
 
 
 def test_dense_stack_softmax_ce_backward_bad_arguments():

@@ -255,6 +255,21 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
         free(colsums)
 
 
+cdef Py_ssize_t _argmax_hits(const floating* z, Py_ssize_t n, Py_ssize_t k, const int64* labels) noexcept nogil:
+    """The rows i of z (n x k) whose argmax is labels[i]: the first largest element, a NaN
+    counting as larger than any number (numpy.argmax's rule)."""
+    cdef Py_ssize_t i, j, best, hits = 0
+    cdef const floating* row
+    for i in range(n):
+        row = z + i * k
+        best = 0
+        for j in range(1, k):
+            if row[best] == row[best] and not (row[j] <= row[best]):   # row[j] larger, or NaN
+                best = j
+        hits += best == labels[i]
+    return hits
+
+
 ctypedef struct stack_layer:    # one layer of a DenseStack: its arrays' data, NULL where absent
     void* w
     void* b
@@ -495,15 +510,22 @@ cdef class DenseStack:
         in [0, width of the output)), with sample weights (or None) and label smoothing, as
         losses.softmax_cross_entropy computes it; then the backward pass from its gradient (as
         backward), but with scalars only if the loss is finite (a diverged step changes nothing).
-        Returns the loss."""
+        Returns (the loss, the rows whose largest logit is at their label: Loss.correct's count,
+        without its NumPy calls, 40-50 us a step where the step has just left the caches)."""
         cdef const int64[::1] lab = labels
         cdef bint update = self._set_scalars(scalars)
         cdef const void* weights = self._vector(sample_weight, "sample_weight") if sample_weight is not None else NULL
         cdef double loss
+        cdef Py_ssize_t hits
+        cdef stack_layer* L = &self.layers[self.depth - 1]
         if lab.shape[0] != self.n:
             raise ValueError(f"labels must have {self.n} entries")
         with nogil:
+            if self.single:
+                hits = _argmax_hits(<const float*>L.y, self.n, L.m, &lab[0])
+            else:
+                hits = _argmax_hits(<const double*>L.y, self.n, L.m, &lab[0])
             loss = self._softmax_ce(&lab[0], weights, label_smoothing, n_threads)
             if isfinite(loss) or not update:
                 self._backward_all(self.loss_grad, n_threads, update)
-        return loss
+        return loss, hits

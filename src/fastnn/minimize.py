@@ -58,7 +58,7 @@ class _Objective:
                 grad, row_loss = model._loss_buffers(self.X.shape[0])
                 loss = model.loss(out, self.targets, grad, row_loss, self.weights, ctx.n_threads)
                 return float(loss + sum(layer.penalty() for layer in model.layers))
-            loss, _ = model._loss_and_backward(self.X, self.targets, self.weights, ctx)
+            loss, *_ = model._loss_and_backward(self.X, self.targets, self.weights, ctx)
         g = model.gradients.astype(np.float64)
         for layer, _, start, stop, _ in model._specs:
             if not layer.trainable:

@@ -258,7 +258,9 @@ class Sequential:
         return stack
 
     def _loss_and_backward(self, x, targets, sample_weight, ctx, unchecked=None):
-        """Training-mode forward, loss, backward. Returns (loss with penalties, outputs)."""
+        """Training-mode forward, loss, backward. Returns (loss with penalties, outputs, the rows
+        predicted right where the loss kernel counted them (DenseStack.softmax_ce_backward),
+        else None)."""
         stack = self._dense_stack(x.shape[0])
         if stack is None:
             out = self._forward(x, ctx, unchecked)
@@ -269,9 +271,10 @@ class Sequential:
             out = stack.output
         if stack is not None and type(self.loss) is _losses.SoftmaxCrossEntropy and targets.ndim == 1:
             # the loss between the stack's passes, in the same call as the backward pass
-            loss = stack.softmax_ce_backward(targets, sample_weight, self.loss.label_smoothing, ctx.n_threads,
-                                             ctx.scalars)
+            loss, hits = stack.softmax_ce_backward(targets, sample_weight, self.loss.label_smoothing,
+                                                   ctx.n_threads, ctx.scalars)
         else:
+            hits = None
             grad, row_loss = self._loss_buffers(x.shape[0])
             loss = self.loss(out, targets, grad, row_loss, sample_weight, ctx.n_threads)
             if ctx.scalars is None or math.isfinite(loss):   # a backward pass with updates needs a finite loss
@@ -280,11 +283,11 @@ class Sequential:
                 else:
                     stack.backward(grad, ctx.n_threads, ctx.scalars)
         if ctx.scalars is not None and not math.isfinite(loss):
-            return loss, out   # nothing updated
+            return loss, out, hits   # nothing updated
         if stack is not None and self._fused.penalized:
             for layer in self.layers:
                 layer.add_penalty(ctx)
-        return loss + ctx.penalty, out
+        return loss + ctx.penalty, out, hits
 
     def _apply_step(self, fused=()):
         """The optimizer's step, but for the ranges `fused` (_fused_context), updated already;
@@ -384,7 +387,7 @@ class Sequential:
         targets, _ = self._check_targets(y, X.shape[0])
         w = self._check_sample_weight(sample_weight, X.shape[0])
         with self._blas_guard(X.shape[0]):
-            loss, _ = self._loss_and_backward(X, targets, w, self._context(True, False), unchecked)
+            loss, *_ = self._loss_and_backward(X, targets, w, self._context(True, False), unchecked)
         return float(loss), [layer.grads[name].copy() if layer.trainable else np.zeros_like(layer.grads[name])
                              for layer, name, *_ in self._specs]
 
@@ -395,7 +398,7 @@ class Sequential:
         w = self._check_sample_weight(sample_weight, X.shape[0])
         with self._blas_guard(X.shape[0]):
             ctx, fused = self._fused_context(X.shape[0])
-            loss, _ = self._loss_and_backward(X, targets, w, ctx, unchecked)
+            loss, *_ = self._loss_and_backward(X, targets, w, ctx, unchecked)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"the loss is {loss}: training diverged; the weights were not "
                                          f"updated. Lower the learning rate or standardize the inputs")
@@ -473,11 +476,11 @@ class Sequential:
                 for start in range(0, n, batch_size):
                     xb, tb, wb = batches.get(order, start, get_num_threads())
                     ctx, fused = self._fused_context(xb.shape[0])
-                    loss, out = self._loss_and_backward(xb, tb, wb, ctx)
+                    loss, out, hits = self._loss_and_backward(xb, tb, wb, ctx)
                     if not math.isfinite(loss):
                         self._diverged(loss, epoch, start // batch_size, snapshot, bar)
                     if self.loss.classification:
-                        correct += self.loss.correct(out, tb)
+                        correct += self.loss.correct(out, tb) if hits is None else hits
                     self._apply_step(fused)
                     nb = xb.shape[0]
                     loss_sum += loss * nb
@@ -592,39 +595,40 @@ class Sequential:
         return f"Sequential({len(self.layers)} layers, {self.count_params():,} parameters, loss={self.loss.name!r})"
 
 
+def _byte_rows(a):
+    """A C-contiguous array's rows as those of a uint8 matrix (gather_rows's operands)."""
+    return a.reshape(len(a), -1).view(np.uint8)
+
+
 class _Batches:
     """Minibatches of (X, targets, sample_weight) in a given order, gathered into reused buffers
     (one row copy per sample per epoch, no allocation per step); without an order, the batches
     are views of consecutive rows."""
 
     def __init__(self, X, targets, w, batch_size):
-        self.X, self.targets, self.w, self.batch_size = X, targets, w, batch_size
-        self._buffers = {}
+        self.arrays, self.batch_size = (X, targets, w), batch_size
+        self._plans = {}
 
-    def _buffers_for(self, size):
-        bufs = self._buffers.get(size)
-        if bufs is None:
-            bufs = self._buffers[size] = (
-                np.empty((size, self.X.shape[1]), self.X.dtype),
-                np.empty((size,) + self.targets.shape[1:], self.targets.dtype),
-                None if self.w is None else np.empty(size, self.w.dtype))
-        return bufs
+    def _plan(self, size):
+        """(the gathers of a batch of `size` rows: per array given, its rows and its buffer's as
+        gather_rows takes them; the batch: (X, targets, sample_weight) in those buffers)"""
+        plan = self._plans.get(size)
+        if plan is None:
+            buffers = tuple(None if a is None else np.empty((size,) + a.shape[1:], a.dtype) for a in self.arrays)
+            gathers = tuple((_byte_rows(np.ascontiguousarray(a)), _byte_rows(buf))
+                            for a, buf in zip(self.arrays, buffers) if a is not None)
+            plan = self._plans[size] = (gathers, buffers)
+        return plan
 
     def get(self, order, start, n_threads):
         stop = start + self.batch_size
         if order is None:
-            return (self.X[start:stop], self.targets[start:stop],
-                    None if self.w is None else self.w[start:stop])
+            return tuple(None if a is None else a[start:stop] for a in self.arrays)
         rows = order[start:stop]
-        xb, tb, wb = self._buffers_for(len(rows))
-        gather_rows(self.X, rows, xb, n_threads)
-        if tb.ndim == 2:
-            gather_rows(self.targets, rows, tb, n_threads)
-        else:
-            np.take(self.targets, rows, out=tb)
-        if wb is not None:
-            np.take(self.w, rows, out=wb)
-        return xb, tb, wb
+        gathers, batch = self._plan(len(rows))
+        for src, dst in gathers:
+            gather_rows(src, rows, dst, n_threads)
+        return batch
 
 
 class _InterruptFlag:
