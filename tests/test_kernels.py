@@ -501,6 +501,20 @@ def test_gather_rows(n_rows, width, dtype, n_threads):
         np.testing.assert_array_equal(dst, src[rows])
 
 
+def test_gather_rows_bad_arguments():
+    from fastnn._core.arrays import gather_rows
+
+    src, dst = np.zeros((5, 8), np.uint8), np.zeros((2, 8), np.uint8)
+    with pytest.raises(ValueError, match=r"dst must have shape \(3, 8\)"):
+        gather_rows(src, np.array([0, 1, 2]), dst, 1)
+    with pytest.raises(ValueError, match=r"dst must have shape \(2, 8\)"):
+        gather_rows(src, np.array([0, 1]), np.zeros((2, 4), np.uint8), 1)
+    for bad in (5, -1):
+        with pytest.raises(IndexError, match=r"rows must lie in \[0, 5\)"):
+            gather_rows(src, np.array([0, bad]), dst, 1)
+    gather_rows(src, np.array([], np.int64), dst[:0], 1)     # an empty batch: nothing to do
+
+
 def test_labels_in_range():
     from fastnn._core.arrays import labels_in_range
 
@@ -821,6 +835,42 @@ def test_dense_stack_softmax_ce_backward_counts_hits_as_argmax_does(dtype):
         expected = np.count_nonzero(stack.output.argmax(axis=1) == labels)
         assert hits == expected
     assert hits == np.count_nonzero(labels == 0)     # all NaN: every argmax is 0
+
+
+def test_dense_stack_train_batches_bad_arguments():
+    """train_batches checks its scalars, the batches' place in `order`, its sources and buffers
+    and the rows it gathers before it runs a step."""
+    rng = np.random.default_rng(16)
+    n, rows = 6, 20
+    x, layers, _ = _stack_case(rng, n, np.float32, 0, ())
+    states = [tuple((np.zeros(a.size, np.float32), np.zeros(a.size, np.float32), None, 0) for a in (W, b))
+              for W, b, *_ in layers]
+    stack = dense.DenseStack(_stack_entries(layers, n, 0, states), n, 0)
+    X = rng.standard_normal((rows, x.shape[1])).astype(np.float32)
+    labels = rng.integers(0, STACK_WIDTHS[-1], (rows, 1))
+    sources = (X.view(np.uint8), labels.view(np.uint8), None)
+    batch = (np.empty((n, x.shape[1]), np.float32), np.empty(n, np.int64), None)
+    order = rng.permutation(rows)
+    scalars = np.zeros((2, 1, 9))
+    scalars[:, 0] = (0.9, 0.999, 1e-8, 1e-3, 1.0, 1.0, 1.0, np.inf, 0.0)
+    assert stack.train_batches(sources, batch, order, 0, scalars[:0], 0.0, 1) == (0, 0.0, 0, 0.0)
+    with pytest.raises(ValueError, match="scalars must be"):
+        stack.train_batches(sources, batch, order, 0, np.zeros((2, 1, 8)), 0.0, 1)
+    with pytest.raises(ValueError, match="must lie in order"):
+        stack.train_batches(sources, batch, order, 10, scalars, 0.0, 1)      # 10 + 2 x 6 > 20 rows
+    with pytest.raises(ValueError, match="sources must be"):
+        stack.train_batches((X[:, :-1].copy().view(np.uint8), *sources[1:]), batch, order, 0, scalars, 0.0, 1)
+    with pytest.raises(ValueError, match="batch must hold"):
+        stack.train_batches(sources, (batch[0], np.empty(n + 1, np.int64), None), order, 0, scalars, 0.0, 1)
+    for bad in (rows, -1):
+        wrong = order.copy()
+        wrong[2 * n - 1] = bad      # in the second step's batch
+        with pytest.raises(IndexError, match=r"order's rows must lie in \[0, 20\)"):
+            stack.train_batches(sources, batch, wrong, 0, scalars, 0.0, 1)
+    before = [W.copy() for W, *_ in layers]
+    taken, total, hits, loss = stack.train_batches(sources, batch, order, 0, scalars, 0.0, 1)
+    assert taken == 2 and np.isfinite(total) and 0 <= hits <= 2 * n and loss > 0
+    assert all(not np.array_equal(W, W0) for (W, *_), W0 in zip(layers, before))
 
 
 def test_dense_stack_softmax_ce_backward_bad_arguments():

@@ -70,6 +70,53 @@ def test_full_batch_and_pure_stochastic_gradient_descent():
         assert model.optimizer.t == steps
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_fit_runs_steps_in_one_call_as_train_step_would(weighted, n_threads):
+    """fit's steps, several to a DenseStack.train_batches call where they can be (every layer
+    Dense, softmax cross-entropy, every Adam update fused), give train_step's weights, optimizer
+    state, losses and accuracy on the same batches bit for bit: shuffled rows, a last batch of
+    fewer rows, sample weights, label smoothing and a learning-rate schedule."""
+    n, batch = 203, 32
+    X, y = blobs(n)
+    w = np.random.default_rng(1).uniform(0.5, 1.5, n).astype(np.float32) if weighted else None
+
+    def make():
+        return fnn.Sequential([fnn.Dense(8, 16, activation="relu"), fnn.Dense(16, 3)],
+                              loss=fnn.losses.SoftmaxCrossEntropy(label_smoothing=0.1),
+                              optimizer=fnn.optim.Adam(lr=lambda t: 1e-2 / (1 + 0.1 * t)), seed=0)
+
+    fitted, stepped = make(), make()
+    with fnn.threads(n_threads):
+        history = fitted.fit(X, y, sample_weight=w, epochs=2, batch_size=batch, verbose=0).history
+        rng = np.random.default_rng([0, 0])    # fit's shuffling: the model's seed, its first fit
+        for epoch in range(2):
+            order, loss, right = rng.permutation(n), 0.0, 0
+            for start in range(0, n, batch):
+                rows = order[start:start + batch]
+                right += np.count_nonzero(stepped.forward(X[rows]).argmax(axis=1) == y[rows])
+                loss += len(rows) * stepped.train_step(X[rows], y[rows], None if w is None else w[rows])
+            assert history["loss"][epoch] == pytest.approx(loss / n, rel=1e-12)
+            assert history["accuracy"][epoch] == right / n
+    np.testing.assert_array_equal(fitted.parameters, stepped.parameters)
+    assert fitted.optimizer.t == stepped.optimizer.t == 2 * 7
+    for a, b in zip(fitted.optimizer.state_dict()["buffers"], stepped.optimizer.state_dict()["buffers"]):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_fit_diverging_within_a_call_names_the_step_and_keeps_the_steps_before():
+    """A loss that overflows partway through fit's steps: the error names that step, the steps
+    before it stand (the optimizer counted them), that one changed nothing."""
+    X, y = blobs(640)
+    model = small_model(optimizer=fnn.optim.Adam(lr=1.0))
+    X[300:] *= np.float32(3e37)      # finite rows whose logits overflow once the weights grow
+    with pytest.raises(FloatingPointError, match="diverged") as error:
+        model.fit(X, y, epochs=1, batch_size=10, shuffle=True, verbose=0)
+    steps = model.optimizer.t
+    assert 0 < steps < 64 and f"step {steps + 1}:" in str(error.value)
+    assert np.all(np.isfinite(model.parameters))
+
+
 def test_full_batch_fit_equals_train_step_without_shuffle():
     X, y = blobs(40)
     a, b = small_model(), small_model()

@@ -3,7 +3,6 @@ from cython cimport floating
 from cython.parallel cimport prange
 from ._openmp cimport block_start
 from libc.math cimport isfinite
-from libc.string cimport memcpy
 
 
 def all_finite(const floating[::1] x):
@@ -20,10 +19,6 @@ def all_finite(const floating[::1] x):
             if bad:
                 break
     return not bad
-
-
-cdef extern from *:
-    void prefetch "__builtin_prefetch"(const void* address) noexcept nogil
 
 
 cdef void _probe_block(floating* p, const floating* g, floating* m, floating* v,
@@ -56,37 +51,26 @@ def bandwidth_probe(floating[::1] p, const floating[::1] g, floating[::1] m, flo
                      block_start(n, n_threads, blk + 1))
 
 
-# Rows ahead whose first two cache lines gather_rows prefetches: a row's first misses wait on
-# memory, and the hardware prefetcher follows a row only once it has seen them. 128 random rows
-# of Fashion-MNIST's 60000 x 784 float32 images, 8 MiB written between batches (C harness):
-# 93-99 us a batch without, 73-76 with 2 lines 4 rows ahead; 2 to 16 rows ahead gained about as
-# much, 8 lines less (79-82), the whole row least (87-92).
-cdef Py_ssize_t GATHER_AHEAD = 4
-
-
 def gather_rows(const unsigned char[:, ::1] src, const long long[::1] rows, unsigned char[:, ::1] dst,
                 int n_threads):
-    """dst[i] = src[rows[i]]: a minibatch of rows copied into a reused buffer (row memcpy), the
-    start of the row GATHER_AHEAD rows later prefetched. The rows are bytes: arrays of any
-    dtype go as their uint8 views (labels and sample weights as n x 1 matrices), one
-    signature and no dispatch on dtype (a NumPy or fused-type call costs 10-20 us where a
-    training step has just left the caches)."""
-    cdef Py_ssize_t i, n = rows.shape[0], width = src.shape[1]
-    cdef int nt = n_threads if n * width >= 262144 else 1
-    cdef const unsigned char* ahead
-    for i in prange(n, nogil=True, schedule='static', num_threads=nt):
-        if i + GATHER_AHEAD < n:
-            ahead = &src[rows[i + GATHER_AHEAD], 0]
-            prefetch(ahead)
-            prefetch(ahead + 64)
-        memcpy(&dst[i, 0], &src[rows[i], 0], width)
+    """dst[i] = src[rows[i]]: a minibatch of rows copied into a reused buffer (gather_bytes).
+    The rows are bytes: arrays of any dtype go as their uint8 views (labels and sample weights
+    as n x 1 matrices), one signature and no dispatch on dtype (a NumPy or fused-type call
+    costs 10-20 us where a training step has just left the caches)."""
+    if dst.shape[0] != rows.shape[0] or dst.shape[1] != src.shape[1]:
+        raise ValueError(f"dst must have shape ({rows.shape[0]}, {src.shape[1]})")
+    if rows.shape[0] == 0:
+        return
+    if not in_range(&rows[0], rows.shape[0], src.shape[0]):
+        raise IndexError(f"rows must lie in [0, {src.shape[0]})")
+    with nogil:
+        gather_bytes(&src[0, 0], src.shape[1], &rows[0], rows.shape[0], &dst[0, 0], n_threads)
 
 
 def labels_in_range(const long long[::1] labels, long long n_classes):
     """True when every label is in [0, n_classes) (one pass, no temporaries)."""
-    cdef Py_ssize_t i
-    cdef bint bad = False
-    with nogil:
-        for i in range(labels.shape[0]):
-            bad = bad | (labels[i] < 0) | (labels[i] >= n_classes)
-    return not bad
+    cdef bint inside = True
+    if labels.shape[0]:
+        with nogil:
+            inside = in_range(&labels[0], labels.shape[0], n_classes)
+    return inside

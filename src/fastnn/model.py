@@ -30,6 +30,10 @@ _NO_GUARD = contextlib.nullcontext()
 # work of one more optimizer call per layer, and the small products' buffers). A DenseStack
 # updates every parameter; which products it fuses is dense.pyx's FUSED_PRODUCT_MIN.
 FUSED_UPDATE_MIN = 1 << 16
+# fit's training steps run several to a call where they can (Sequential._train_batches): as many
+# as take about this long (the progress bar's and Ctrl-C's latency), at most this many
+_CALL_SECONDS = 0.05
+_MAX_STEPS_PER_CALL = 256
 
 
 class _Context:
@@ -289,11 +293,13 @@ class Sequential:
                 layer.add_penalty(ctx)
         return loss + ctx.penalty, out, hits
 
-    def _apply_step(self, fused=()):
+    def _apply_step(self, fused=(), steps=1):
         """The optimizer's step, but for the ranges `fused` (_fused_context), updated already;
-        after _fused_context, which bound the optimizer to this step's parameter groups."""
-        self.optimizer._step(fused)
-        self._steps += 1
+        after _fused_context, which bound the optimizer to this step's parameter groups. Several
+        steps: counted, where `fused` was every update."""
+        if steps:
+            self.optimizer._step(fused, steps)
+            self._steps += steps
 
     # -- input checks ---------------------------------------------------------------------------
     def _check_X(self, X, name="X"):
@@ -473,20 +479,21 @@ class Sequential:
                 bar = _progress_bar(n, epoch, epochs) if verbose == 1 else None
                 loss_sum, correct, seen = 0.0, 0.0, 0
                 started = time.perf_counter()
-                for start in range(0, n, batch_size):
-                    xb, tb, wb = batches.get(order, start, get_num_threads())
-                    ctx, fused = self._fused_context(xb.shape[0])
-                    loss, out, hits = self._loss_and_backward(xb, tb, wb, ctx)
+                start, steps = 0, 1
+                while start < n:
+                    called = time.perf_counter()
+                    taken, rows, losses, hits, loss = self._train_batches(batches, order, start, steps)
                     if not math.isfinite(loss):
-                        self._diverged(loss, epoch, start // batch_size, snapshot, bar)
-                    if self.loss.classification:
-                        correct += self.loss.correct(out, tb) if hits is None else hits
-                    self._apply_step(fused)
-                    nb = xb.shape[0]
-                    loss_sum += loss * nb
-                    seen += nb
+                        self._diverged(loss, epoch, start // batch_size + taken, snapshot, bar)
+                    # the next call: as many steps as take about _CALL_SECONDS (one where they go one by one)
+                    per_step = (time.perf_counter() - called) / max(taken, 1)
+                    steps = max(1, min(_MAX_STEPS_PER_CALL, int(_CALL_SECONDS / per_step)))
+                    correct += hits
+                    loss_sum += losses
+                    seen += rows
+                    start += rows
                     if bar is not None:
-                        bar.update(nb)
+                        bar.update(rows)
                         if bar.n == n or time.perf_counter() - bar.last_print_t > bar.mininterval:
                             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
                     if interrupted.flag:
@@ -513,6 +520,38 @@ class Sequential:
             if hasattr(cb, "on_train_end"):
                 cb.on_train_end({})
         return history
+
+    def _train_batches(self, batches, order, start, steps):
+        """Training steps from row `start` of the epoch's batches (batches.get): up to `steps`
+        of them in one DenseStack.train_batches call where that applies (every layer Dense,
+        softmax cross-entropy on labels, shuffled batches, every update fused into the backward
+        passes), else one step. Returns (the steps taken, the rows they saw, the sum of their
+        losses times their rows, the rows predicted right (0 for a regression loss), the last
+        step's loss: not finite where training diverged, that step changing nothing)."""
+        n, batch_size = len(batches.arrays[0]), batches.batch_size
+        size = min(batch_size, n - start)
+        steps = min(steps, (n - start) // batch_size) if size == batch_size else 1
+        self._bind_optimizer()
+        stack = self._dense_stack(size)
+        if (stack is not None and order is not None and batches.arrays[1].ndim == 1
+                and type(self.loss) is _losses.SoftmaxCrossEntropy and size <= _dense.FUSED_ADAM_MAX_BATCH):
+            fused = self._fusion().ranges
+            scalars = self.optimizer._fused_scalars_ahead(fused, steps)
+            if scalars is not None:
+                sources, _, batch = batches._plan(size)
+                taken, total, hits, loss = stack.train_batches(sources, batch, order, start, scalars,
+                                                               self.loss.label_smoothing, get_num_threads())
+                self._apply_step(fused, taken)
+                return taken, taken * size, total * size, hits, loss
+        xb, tb, wb = batches.get(order, start, get_num_threads())
+        ctx, fused = self._fused_context(size)
+        loss, out, hits = self._loss_and_backward(xb, tb, wb, ctx)
+        if not math.isfinite(loss):
+            return 0, 0, 0.0, 0, loss
+        if hits is None:
+            hits = self.loss.correct(out, tb) if self.loss.classification else 0
+        self._apply_step(fused)
+        return 1, size, loss * size, hits, loss
 
     def _diverged(self, loss, epoch, step, snapshot, bar):
         if bar is not None:
@@ -610,14 +649,14 @@ class _Batches:
         self._plans = {}
 
     def _plan(self, size):
-        """(the gathers of a batch of `size` rows: per array given, its rows and its buffer's as
-        gather_rows takes them; the batch: (X, targets, sample_weight) in those buffers)"""
+        """For batches of `size` rows, per array of (X, targets, sample_weight) (None where
+        absent): (its rows and its batch buffer's, as gather_rows takes them; the buffers)."""
         plan = self._plans.get(size)
         if plan is None:
             buffers = tuple(None if a is None else np.empty((size,) + a.shape[1:], a.dtype) for a in self.arrays)
-            gathers = tuple((_byte_rows(np.ascontiguousarray(a)), _byte_rows(buf))
-                            for a, buf in zip(self.arrays, buffers) if a is not None)
-            plan = self._plans[size] = (gathers, buffers)
+            plan = self._plans[size] = (
+                tuple(None if a is None else _byte_rows(np.ascontiguousarray(a)) for a in self.arrays),
+                tuple(None if buf is None else _byte_rows(buf) for buf in buffers), buffers)
         return plan
 
     def get(self, order, start, n_threads):
@@ -625,9 +664,10 @@ class _Batches:
         if order is None:
             return tuple(None if a is None else a[start:stop] for a in self.arrays)
         rows = order[start:stop]
-        gathers, batch = self._plan(len(rows))
-        for src, dst in gathers:
-            gather_rows(src, rows, dst, n_threads)
+        sources, destinations, batch = self._plan(len(rows))
+        for src, dst in zip(sources, destinations):
+            if src is not None:
+                gather_rows(src, rows, dst, n_threads)
         return batch
 
 

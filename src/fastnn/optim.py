@@ -89,7 +89,11 @@ class Optimizer(ABC):
     # -- hyperparameters --------------------------------------------------------------------
     def current_lr(self):
         """The learning rate of the next step (a schedule is evaluated at k = steps taken)."""
-        return float(self.lr(self.t)) if callable(self.lr) else self.lr
+        return self._lr_at(self.t)
+
+    def _lr_at(self, t):
+        """The learning rate of the step after t steps."""
+        return float(self.lr(t)) if callable(self.lr) else self.lr
 
     def hyperparameters(self):
         """Constructor arguments (JSON-serializable) that rebuild this optimizer."""
@@ -163,13 +167,16 @@ class Optimizer(ABC):
             slot.param, slot.grad = p.reshape(-1), g
         self._step()
 
-    def _step(self, fused=()):
+    def _step(self, fused=(), steps=1):
         """One update of every slot (the model calls this after bind), but for the flat ranges
-        in `fused`, whose updates the backward pass applied (_fused_state)."""
+        in `fused`, whose updates the backward pass applied (_fused_state); or, where that was
+        all of them, `steps` such steps counted."""
         rest = self._split_slots(fused)[1] if fused else self._slots
-        if not rest:   # all applied already (a network of Dense layers under Adam): only count the step
-            self.t += 1
+        if not rest:   # all applied already (a network of Dense layers under Adam): only count the steps
+            self.t += steps
             return
+        if steps != 1:
+            raise ValueError("several steps at once are for updates the backward passes applied")
         n_threads = _threads.get_num_threads()
         grad_scale = 1.0
         if self.clip_norm is not None:
@@ -213,11 +220,20 @@ class Optimizer(ABC):
         optimizer cannot update ranges apart from the rest. The model then calls _step(ranges)."""
         return None
 
-    def _fused_scalars(self):
-        """This step's scalars of the updates of _fused_state, per group (fastnn._core.dense:
-        dense_backward's and DenseStack's Adam scalars); None when this step cannot update
-        ranges apart from the rest (the model then calls _step())."""
+    def _fused_scalars(self, ahead=0):
+        """This step's scalars (or those of the step `ahead` steps later) of the updates of
+        _fused_state, per group (fastnn._core.dense: dense_backward's and DenseStack's Adam
+        scalars); None when this step cannot update ranges apart from the rest (the model then
+        calls _step())."""
         return None
+
+    def _fused_scalars_ahead(self, ranges, steps):
+        """The _fused_scalars of the next `steps` steps, as one float64 array (steps, groups, 9),
+        where the ranges hold every parameter (the backward passes then apply every update:
+        DenseStack.train_batches); else None."""
+        if not ranges or self._split_slots(ranges)[1] or self._fused_scalars() is None:
+            return None
+        return np.array([self._fused_scalars(ahead) for ahead in range(steps)], dtype=np.float64)
 
     @abstractmethod
     def _update(self, slot, lr, weight_decay, grad_scale, clip_value, n_threads):
@@ -336,11 +352,11 @@ class Adam(Optimizer):
         return [(s.state["exp_avg"], s.state["exp_avg_sq"], s.state.get("max_exp_avg_sq"), group)
                 for s, group in self._split_slots(ranges)[0]]
 
-    def _fused_scalars(self):
+    def _fused_scalars(self, ahead=0):
         # clip_norm scales every gradient by their global norm, known only after the backward pass
         if self._bound != "model" or self.clip_norm is not None:
             return None
-        lr, t = self.current_lr(), self.t + 1
+        lr, t = self._lr_at(self.t + ahead), self.t + ahead + 1
         clip = math.inf if self.clip_value is None else self.clip_value
         b1, b2 = self.betas
         scalars = []
