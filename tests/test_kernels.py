@@ -765,6 +765,8 @@ def test_dense_stack_bad_arguments():
     with_state.forward(x, 1)
     with pytest.raises(ValueError, match="one tuple per group"):
         with_state.backward(dy, 1, [(0.9, 0.999, 1e-8, 1e-3, 1.0, 1.0, 1.0, np.inf, 0.0)])
+    with pytest.raises(ValueError, match="Adam's scalars are 9 values, not 8"):
+        with_state.backward(dy, 1, [(0.9, 0.999, 1e-8, 1e-3, 1.0, 1.0, 1.0, np.inf)] * 2)
 
 
 @pytest.mark.parametrize("weighted,smoothing", [(False, 0.0), (True, 0.1)])

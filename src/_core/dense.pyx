@@ -205,18 +205,24 @@ cdef int _adam_state(adam_update* u, m, v, v_max, Py_ssize_t size, str what) exc
     return 0
 
 
-cdef int _adam_scalars(adam_update* u, scalars) except -1:
-    """u's scalars from (b1, b2, eps, step_size, inv_bc2_sqrt, shrink, grad_scale, clip_value, wd)."""
-    h = &u.h
-    h.b1, h.b2, h.eps, h.step_size, h.inv_bc2_sqrt, h.shrink, h.scale, h.clip, h.wd = scalars
-    return 0
-
-
 cdef inline void _adam_scalars_at(adam_update* u, const double* r) noexcept nogil:
-    """_adam_scalars from the 9 values at r, in that order."""
+    """u's scalars from the 9 values at r: b1, b2, eps, step_size, inv_bc2_sqrt, shrink,
+    grad_scale, clip_value, wd."""
     h = &u.h
     h.b1, h.b2, h.eps, h.step_size, h.inv_bc2_sqrt = r[0], r[1], r[2], r[3], r[4]
     h.shrink, h.scale, h.clip, h.wd = r[5], r[6], r[7], r[8]
+
+
+cdef int _adam_scalars(adam_update* u, scalars) except -1:
+    """_adam_scalars_at from a tuple of those 9 values."""
+    cdef double r[9]
+    cdef int i
+    if len(scalars) != 9:
+        raise ValueError(f"Adam's scalars are 9 values, not {len(scalars)}")
+    for i in range(9):
+        r[i] = scalars[i]
+    _adam_scalars_at(u, r)
+    return 0
 
 
 def dense_backward(const floating[:, ::1] x, const floating[:, ::1] w,
@@ -585,11 +591,13 @@ cdef class DenseStack:
                 ws is not None and ws.shape[1] != w_bytes) or ls.shape[0] != xs.shape[0] or (
                 ws is not None and ws.shape[0] != xs.shape[0]):
             raise ValueError("sources must be the uint8 rows of X, the labels and the weights, as many of each")
-        if lab.shape[0] != n or not x.flags.writeable:
+        if lab.shape[0] != n or not x.flags.writeable or (weights is not None and not weights.flags.writeable):
             raise ValueError(f"batch must hold writeable buffers of {n} rows")
+        if steps == 0:
+            return 0, 0.0, 0, 0.0
         cdef unsigned char* x_data = <unsigned char*>self._matrix(x, self.layers[0].k, "batch's x")
         cdef const void* w_data = self._vector(weights, "batch's weights") if weights is not None else NULL
-        if steps and not in_range(&order[start], steps * n, xs.shape[0]):
+        if not in_range(&order[start], steps * n, xs.shape[0]):
             raise IndexError(f"order's rows must lie in [0, {xs.shape[0]})")
         self.ready = False
         self.x, self.x_data = x, x_data

@@ -231,9 +231,10 @@ class Optimizer(ABC):
         """The _fused_scalars of the next `steps` steps, as one float64 array (steps, groups, 9),
         where the ranges hold every parameter (the backward passes then apply every update:
         DenseStack.train_batches); else None."""
-        if not ranges or self._split_slots(ranges)[1] or self._fused_scalars() is None:
+        if not ranges or self._split_slots(ranges)[1]:
             return None
-        return np.array([self._fused_scalars(ahead) for ahead in range(steps)], dtype=np.float64)
+        per_step = [self._fused_scalars(ahead) for ahead in range(steps)]
+        return None if per_step[0] is None else np.array(per_step, dtype=np.float64)
 
     @abstractmethod
     def _update(self, slot, lr, weight_decay, grad_scale, clip_value, n_threads):
