@@ -12,6 +12,9 @@ from conftest import assert_close
 # CI also builds the core without OpenMP and without -march=native and runs the
 # kernel tests on it with FASTNN_SERIAL_BUILD=1.
 SERIAL_BUILD = os.environ.get("FASTNN_SERIAL_BUILD") == "1"
+# ... and with -DFNN_NO_MATCH_KEYS (the pairs' scalar matching, as on AVX-512 CPUs without
+# VPOPCNTDQ), running the kernel and model tests with FASTNN_NO_MATCH_KEYS=1.
+NO_MATCH_KEYS = os.environ.get("FASTNN_NO_MATCH_KEYS") == "1"
 
 
 def test_core_modules_import():
@@ -32,6 +35,11 @@ def test_openmp_is_linked_and_runs_two_threads():
 def test_serial_build_runs_everything_on_one_thread():
     assert not fastnn.openmp_enabled()
     assert parallel.threads_used(2) == 1
+
+
+@pytest.mark.skipif(not NO_MATCH_KEYS, reason="checks the build without match keys (FASTNN_NO_MATCH_KEYS=1)")
+def test_build_without_match_keys_takes_the_scalar_matching():
+    assert not _blas.MATCH_KEYS
 
 
 @pytest.mark.parametrize("trans_a", [False, True])

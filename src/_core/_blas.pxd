@@ -13,6 +13,7 @@ cdef extern from "gemm.h":
                         const double* b, int ldb, double* c, int ldc, const double* bias,
                         int relu, int* nonfinite) noexcept nogil
     int fastnn_gemm_applies(int trans_a, int trans_b, int m, int n, int k) noexcept nogil
+    int FNN_MATCH_KEYS
 
 
 cdef inline void blas_gemm(bint trans_a, bint trans_b, int m, int n, int k,

@@ -5,6 +5,11 @@ from cython.parallel cimport prange
 from ._openmp cimport n_blocks
 
 
+# Whether the pairs of rows are matched through vectors of bit counts (gemm.h), else by the
+# scalar search that gives the same pairs (CPUs without VPOPCNTDQ, or -DFNN_NO_MATCH_KEYS)
+MATCH_KEYS = bool(FNN_MATCH_KEYS)
+
+
 def gemm_rowmajor(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
                   bint trans_a=False, bint trans_b=False, double alpha=1.0, double beta=0.0,
                   bint blas=False, int n_threads=1):

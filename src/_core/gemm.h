@@ -117,7 +117,10 @@ static inline void fnn_store_steps(int *dst, __mmask16 nonzero, int p, int lanes
  * masks; its sort, scores and picks about a third each). */
 #define FNN_MATCH_WINDOW 24
 
-#if defined(__AVX512VPOPCNTDQ__) && defined(__AVX512BW__)
+/* fnn_match_rows's search for each row's match: the keys below where the CPU counts bits in
+ * vectors (VPOPCNTDQ: Zen 4, Ice Lake and later), else fnn_most_shared, the same pairs.
+ * Building with -DFNN_NO_MATCH_KEYS takes the latter anywhere (CI tests it so). */
+#if defined(__AVX512VPOPCNTDQ__) && defined(__AVX512BW__) && !defined(FNN_NO_MATCH_KEYS)
 #define FNN_MATCH_KEYS 1
 /* For each place t < m of fnn_match_rows's order (lo[t], hi[t]: the nonzero steps of its
  * row), keys[32 t + d] = (the steps it shares with place t + 1 + d) x 32 + 31 - d, for d <
@@ -289,5 +292,6 @@ static int fastnn_gemm_f64(int trans_a, int trans_b, int m, int n, int k, const 
     (void)ldb; (void)c; (void)ldc; (void)bias; (void)relu; (void)nonfinite;
     return 0;
 }
+#define FNN_MATCH_KEYS 0
 #endif
 #endif
