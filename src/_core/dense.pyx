@@ -579,8 +579,8 @@ cdef class DenseStack:
         cdef const unsigned char[:, ::1] xs = x_src, ls = label_src, ws = weight_src
         cdef int64[::1] lab = labels
         cdef Py_ssize_t steps = sc.shape[0], n = self.n, s, step_hits, hits = 0, taken = 0
-        cdef Py_ssize_t x_bytes = self.layers[0].k * (sizeof(float) if self.single else sizeof(double))
-        cdef Py_ssize_t w_bytes = sizeof(float) if self.single else sizeof(double)
+        cdef Py_ssize_t w_bytes = sizeof(float) if self.single else sizeof(double)   # one element, a row's weight
+        cdef Py_ssize_t x_bytes = self.layers[0].k * w_bytes
         cdef double loss = 0, total = 0
         cdef const long long* rows
         if self.groups == 0 or sc.shape[1] < self.groups or sc.shape[2] != 9:

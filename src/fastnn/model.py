@@ -172,14 +172,24 @@ class Sequential:
             self._fused = _Fusion(key, ranges if states else (), tuple(o for _, o in chosen), states, penalized)
         return self._fused
 
+    @staticmethod
+    def _fuses(fusion, batch):
+        """Whether a step on `batch` rows fuses the updates of fusion.ranges into its backward
+        pass (none beyond the batches the fused kernel takes)."""
+        return bool(fusion.ranges) and batch <= _dense.FUSED_ADAM_MAX_BATCH
+
+    def _stack_takes_loss(self, stack, targets):
+        """Whether the DenseStack `stack` computes the loss between its passes itself (softmax
+        cross-entropy on labels: DenseStack.softmax_ce_backward, train_batches)."""
+        return stack is not None and type(self.loss) is _losses.SoftmaxCrossEntropy and targets.ndim == 1
+
     def _fused_context(self, batch):
         """The training context of a step on `batch` rows, and the flat ranges whose updates it
         fuses (none beyond the batches the fused kernel takes: there the separate update is as
         fast, and one pass over all the state)."""
         self._bind_optimizer()
         fusion = self._fusion()
-        scalars = (self.optimizer._fused_scalars() if fusion.ranges and batch <= _dense.FUSED_ADAM_MAX_BATCH
-                   else None)
+        scalars = self.optimizer._fused_scalars() if self._fuses(fusion, batch) else None
         ctx = self._context(True, True)
         if scalars is None:
             return ctx, ()
@@ -273,7 +283,7 @@ class Sequential:
             if unchecked is not None:
                 require_finite(x, unchecked, proven)
             out = stack.output
-        if stack is not None and type(self.loss) is _losses.SoftmaxCrossEntropy and targets.ndim == 1:
+        if self._stack_takes_loss(stack, targets):
             # the loss between the stack's passes, in the same call as the backward pass
             loss, hits = stack.softmax_ce_backward(targets, sample_weight, self.loss.label_smoothing,
                                                    ctx.n_threads, ctx.scalars)
@@ -532,10 +542,9 @@ class Sequential:
         size = min(batch_size, n - start)
         steps = min(steps, (n - start) // batch_size) if size == batch_size else 1
         self._bind_optimizer()
-        stack = self._dense_stack(size)
-        if (stack is not None and order is not None and batches.arrays[1].ndim == 1
-                and type(self.loss) is _losses.SoftmaxCrossEntropy and size <= _dense.FUSED_ADAM_MAX_BATCH):
-            fused = self._fusion().ranges
+        stack, fusion = self._dense_stack(size), self._fusion()
+        if order is not None and self._stack_takes_loss(stack, batches.arrays[1]) and self._fuses(fusion, size):
+            fused = fusion.ranges
             scalars = self.optimizer._fused_scalars_ahead(fused, steps)
             if scalars is not None:
                 sources, _, batch = batches._plan(size)
