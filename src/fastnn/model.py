@@ -1,5 +1,6 @@
 """Sequential: a stack of layers over one flat parameter buffer, with fit/predict/evaluate."""
 import contextlib
+import functools
 import math
 import signal
 import threading
@@ -188,7 +189,10 @@ class Sequential:
         fuses (none beyond the batches the fused kernel takes: there the separate update is as
         fast, and one pass over all the state)."""
         self._bind_optimizer()
-        fusion = self._fusion()
+        return self._step_context(self._fusion(), batch)
+
+    def _step_context(self, fusion, batch):
+        """_fused_context, the optimizer bound and the fusion (_fusion) known."""
         scalars = self.optimizer._fused_scalars() if self._fuses(fusion, batch) else None
         ctx = self._context(True, True)
         if scalars is None:
@@ -547,13 +551,13 @@ class Sequential:
             fused = fusion.ranges
             scalars = self.optimizer._fused_scalars_ahead(fused, steps)
             if scalars is not None:
-                sources, _, batch = batches._plan(size)
-                taken, total, hits, loss = stack.train_batches(sources, batch, order, start, scalars,
+                _, batch = batches._plan(size)
+                taken, total, hits, loss = stack.train_batches(batches.sources, batch, order, start, scalars,
                                                                self.loss.label_smoothing, get_num_threads())
                 self._apply_step(fused, taken)
                 return taken, taken * size, total * size, hits, loss
         xb, tb, wb = batches.get(order, start, get_num_threads())
-        ctx, fused = self._fused_context(size)
+        ctx, fused = self._step_context(fusion, size)
         loss, out, hits = self._loss_and_backward(xb, tb, wb, ctx)
         if not math.isfinite(loss):
             return 0, 0, 0.0, 0, loss
@@ -657,15 +661,19 @@ class _Batches:
         self.arrays, self.batch_size = (X, targets, w), batch_size
         self._plans = {}
 
+    @functools.cached_property
+    def sources(self):
+        """Per array of (X, targets, sample_weight) (None where absent), its rows as gather_rows
+        takes them."""
+        return tuple(None if a is None else _byte_rows(np.ascontiguousarray(a)) for a in self.arrays)
+
     def _plan(self, size):
         """For batches of `size` rows, per array of (X, targets, sample_weight) (None where
-        absent): (its rows and its batch buffer's, as gather_rows takes them; the buffers)."""
+        absent): (its batch buffer's rows as gather_rows takes them; the buffers)."""
         plan = self._plans.get(size)
         if plan is None:
             buffers = tuple(None if a is None else np.empty((size,) + a.shape[1:], a.dtype) for a in self.arrays)
-            plan = self._plans[size] = (
-                tuple(None if a is None else _byte_rows(np.ascontiguousarray(a)) for a in self.arrays),
-                tuple(None if buf is None else _byte_rows(buf) for buf in buffers), buffers)
+            plan = self._plans[size] = (tuple(None if buf is None else _byte_rows(buf) for buf in buffers), buffers)
         return plan
 
     def get(self, order, start, n_threads):
@@ -673,8 +681,8 @@ class _Batches:
         if order is None:
             return tuple(None if a is None else a[start:stop] for a in self.arrays)
         rows = order[start:stop]
-        sources, destinations, batch = self._plan(len(rows))
-        for src, dst in zip(sources, destinations):
+        destinations, batch = self._plan(len(rows))
+        for src, dst in zip(self.sources, destinations):
             if src is not None:
                 gather_rows(src, rows, dst, n_threads)
         return batch
